@@ -1,0 +1,38 @@
+# The two commands of the README: `make book` and `make test`. Both set themselves up.
+PROFILE ?= smoke
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+BOOK_FLAGS ?= --warningiserror --keep-going
+
+.PHONY: setup notebooks book test baselines clean
+
+# A virtual environment with the package (editable) and its book and test extras; redone when
+# pyproject.toml changes. Conda users: `conda env create -f environment.yml` does the same.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[book,test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Execute every notebook with papermill at $(PROFILE): results/$(PROFILE)/, book/executed/.
+notebooks: setup
+	$(BIN)/companion reproduce --profile $(PROFILE)
+
+# Render the executed notebooks and the prose into _build/html (fails on any warning).
+book: notebooks
+	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
+
+# Unit tests, smoke notebooks against baselines/smoke, and the book build.
+test: setup
+	$(BIN)/python -m pytest
+
+# The only way baselines change: re-run the smoke notebooks and overwrite baselines/smoke/.
+baselines: setup
+	$(BIN)/companion reproduce --profile smoke --update-baselines
+
+clean:
+	rm -rf _build book/executed results

@@ -1,0 +1,89 @@
+"""Regression of smoke results against reviewed baselines (``baselines/smoke/<notebook>/``).
+
+A baseline is a copy of a smoke run's ``metrics.json`` and figure CSVs. Smoke runs are
+deterministic on a CPU, so they are compared at a tight tolerance: |a − b| ≤ atol + rtol·|b|.
+Baselines change only through ``make baselines`` (``companion reproduce --update-baselines``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+from companion.results import read_table
+
+RTOL = 1e-6  # relative: float64 runs on one CPU type agree far tighter than this
+ATOL = 1e-9  # absolute: residuals at machine precision (~1e-16) vary with BLAS, not with code
+
+
+def _close(a: float, b: float, rtol: float, atol: float) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    if math.isinf(a) or math.isinf(b):
+        return a == b
+    return abs(a - b) <= atol + rtol * abs(b)
+
+
+def _as_float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def compare(result: str | Path, baseline: str | Path, rtol: float = RTOL,
+            atol: float = ATOL) -> list[str]:
+    """Differences between a run's outputs and its baseline, as readable lines (empty = equal).
+
+    Args:
+      result: ``results/smoke/<notebook>``.
+      baseline: ``baselines/smoke/<notebook>``.
+
+    Returns:
+      one line per difference (missing files or keys, changed shapes, numbers out of tolerance;
+      at most five numeric differences are listed per file).
+    """
+    result, baseline = Path(result), Path(baseline)
+    if not (baseline / "metrics.json").exists():
+        return [f"no baseline in {baseline}; run 'make baselines' and review the diff"]
+    problems = []
+    got = json.loads((result / "metrics.json").read_text())
+    want = json.loads((baseline / "metrics.json").read_text())
+    for key in sorted(set(got) | set(want)):
+        if key not in got or key not in want:
+            problems.append(f"metrics.json: key {key!r} only in {'baseline' if key in want else 'result'}")
+        elif not _close(float(got[key]), float(want[key]), rtol, atol):
+            problems.append(f"metrics.json: {key} = {got[key]!r}, baseline {want[key]!r}")
+    for csv in sorted(baseline.glob("*.csv")):
+        mine = result / csv.name
+        if not mine.exists():
+            problems.append(f"{csv.name}: missing from the result")
+            continue
+        a, b = read_table(mine), read_table(csv)
+        if list(a) != list(b) or any(len(a[k]) != len(b[k]) for k in b):
+            problems.append(f"{csv.name}: columns or row count changed")
+            continue
+        bad = []
+        for name in b:
+            for i, (x, y) in enumerate(zip(a[name], b[name])):
+                fx, fy = _as_float(x), _as_float(y)
+                same = x == y if fx is None or fy is None else _close(fx, fy, rtol, atol)
+                if not same:
+                    bad.append(f"{csv.name}: row {i + 1}, column {name}: {x} vs baseline {y}")
+        problems += bad[:5] + ([f"{csv.name}: … {len(bad) - 5} more"] if len(bad) > 5 else [])
+    return problems
+
+
+def update(result: str | Path, baseline: str | Path) -> list[Path]:
+    """Replace the baseline with the run's metrics.json and CSVs; returns the files written."""
+    result, baseline = Path(result), Path(baseline)
+    if baseline.exists():
+        shutil.rmtree(baseline)
+    baseline.mkdir(parents=True)
+    written = []
+    for f in [result / "metrics.json", *sorted(result.glob("*.csv"))]:
+        shutil.copy2(f, baseline / f.name)
+        written.append(baseline / f.name)
+    return written

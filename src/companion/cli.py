@@ -1,0 +1,144 @@
+"""The ``companion`` command line.
+
+    companion theorem --width D --rank R --depth L --scale EPS --lr ETA --weight-decay LAM
+                      --steps T [--seed S] [--scales E1,E2,...] --json
+    companion reproduce [--profile smoke|full] [--notebooks NAME ...] [--force]
+                        [--update-baselines]
+
+Bad settings are one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+
+class UsageError(Exception):
+    """A setting the command cannot run with (printed as one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of argparse's usage + error
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _positive_scales(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--scales takes numbers separated by commas, got {text!r}")
+    if not values:
+        raise argparse.ArgumentTypeError("--scales is empty")
+    return values
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="companion", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    th = sub.add_parser("theorem", help="check the invariant-subspace theorem at one setting")
+    th.add_argument("--width", type=int, required=True, help="d, side of every factor")
+    th.add_argument("--rank", type=int, required=True, help="r*, rank of the target")
+    th.add_argument("--depth", type=int, required=True, help="L, number of factors (≥ 2)")
+    th.add_argument("--scale", type=float, help="ε, the same init scale for every layer")
+    th.add_argument("--scales", type=_positive_scales, help="ε_1,…,ε_L per layer (overrides --scale)")
+    th.add_argument("--lr", type=float, required=True, help="η, gradient-descent step")
+    th.add_argument("--weight-decay", type=float, default=0.0, help="λ (default 0)")
+    th.add_argument("--steps", type=int, required=True, help="T, number of steps")
+    th.add_argument("--seed", type=int, default=0, help="fixes Φ and Θ(0) (default 0)")
+    th.add_argument("--rtol", type=float, default=1e-8,
+                    help="σ counts as equal to ρ within this relative tolerance (default 1e-8)")
+    th.add_argument("--json", action="store_true", help="print one JSON object")
+
+    rp = sub.add_parser("reproduce", help="execute the notebooks with papermill")
+    rp.add_argument("--profile", choices=("smoke", "full"), default="smoke")
+    rp.add_argument("--notebooks", nargs="+", help="names without .ipynb (default: all)")
+    rp.add_argument("--force", action="store_true", help="run 'full' without a GPU")
+    rp.add_argument("--root", help="repository root (default: found from the working directory)")
+    rp.add_argument("--results-dir", help="results root (default: <root>/results)")
+    rp.add_argument("--update-baselines", action="store_true",
+                    help="after a smoke run, overwrite baselines/smoke with its outputs")
+    rp.add_argument("--timeout", type=int, help="per-cell timeout in seconds")
+    return parser
+
+
+def _theorem(args: argparse.Namespace) -> dict:
+    from companion.configs import FactorizationSetting
+
+    if args.scales is None and args.scale is None:
+        raise UsageError("companion theorem: give --scale EPS (or --scales E1,…,EL)")
+    scales = args.scales if args.scales is not None else (args.scale,) * max(args.depth, 0)
+    try:
+        setting = FactorizationSetting(
+            width=args.width, rank=args.rank, depth=args.depth, scales=tuple(scales), lr=args.lr,
+            weight_decay=args.weight_decay, steps=args.steps, seed=args.seed,
+        )
+    except ValueError as e:
+        raise UsageError(f"companion theorem: {e}") from None
+    from companion.experiments import run_theorem
+
+    try:
+        run = run_theorem(setting, rtol=args.rtol, angles=False)
+    except ValueError as e:
+        raise UsageError(f"companion theorem: {e}") from None
+    out = run.summary()
+    out["holds"] = bool(out["min_count"] >= out["required_count"])
+    out["wall_time_s"] = round(run.wall_time_s, 3)
+    out["settings"] = {
+        "width": setting.width, "rank": setting.rank, "depth": setting.depth,
+        "scales": list(setting.scales), "lr": setting.lr, "weight_decay": setting.weight_decay,
+        "steps": setting.steps, "seed": setting.seed, "rtol": args.rtol,
+    }
+    return out
+
+
+def _reproduce(args: argparse.Namespace) -> dict:
+    from companion import baselines, runner
+
+    if args.update_baselines and args.profile != "smoke":
+        raise UsageError("companion reproduce: --update-baselines applies to the smoke profile only")
+    runs = runner.reproduce(
+        args.profile, args.notebooks, root=args.root, results_dir=args.results_dir,
+        force=args.force, timeout_s=args.timeout,
+    )
+    report = {"profile": args.profile, "notebooks": {}}
+    root = runner.repository_root(args.root)
+    for r in runs:
+        entry = {"executed": str(r.executed), "results": str(r.results),
+                 "wall_time_s": round(r.wall_time_s, 1)}
+        if args.update_baselines:
+            target = root / "baselines" / "smoke" / r.notebook
+            entry["baseline_files"] = [str(p.relative_to(root)) for p in baselines.update(r.results, target)]
+        report["notebooks"][r.notebook] = entry
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``companion`` console script; returns the exit status."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "theorem":
+            out = _theorem(args)
+            if args.json:
+                print(json.dumps(out))
+            else:
+                for key, value in out.items():
+                    print(f"{key}: {value}")
+        elif args.command == "reproduce":
+            print(json.dumps(_reproduce(args), indent=2))
+    except UsageError as e:
+        print(str(e).splitlines()[0], file=sys.stderr)
+        return 2
+    except (FileNotFoundError, RuntimeError) as e:
+        print(f"companion: {e}".splitlines()[0], file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Figures of the chapters. Each function takes arrays and returns ``(figure, columns)``, where
+``columns`` holds exactly the numbers drawn (long format) so ``Results.save_figure`` can write
+them beside the PNG. No computation happens here beyond selecting what to draw.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+# Colours: the paper's convention where it has one (PAPER.md §4: vanilla orange, deep blue).
+LEARNING = "tab:blue"
+RHO = "tab:orange"
+EVENT_COLOURS = {"A": "tab:blue", "B": "tab:orange", "C": "tab:green", "D": "tab:red"}
+
+
+def _stamp(fig, stamp: str) -> None:
+    fig.text(0.99, 0.005, stamp, ha="right", va="bottom", fontsize=7, color="0.35")
+
+
+def singular_values(steps, sv, rho, in_rho, stamp: str):
+    """σ_i(W_l(t)) over t per layer, ρ_l(t) from recursion (1) dashed (Theorem, PAPER.md §1).
+
+    Args:
+      steps: (R,); sv: (R, L, d); rho: (R, L); in_rho: (L, d) bool, the ρ block at the end.
+    """
+    R, L, d = sv.shape
+    fig, axes = plt.subplots(1, L, figsize=(3.6 * L, 3.2), sharey=True, squeeze=False)
+    for l, ax in enumerate(axes[0]):
+        for i in range(d):
+            ax.plot(steps, sv[:, l, i], color=RHO if in_rho[l, i] else LEARNING, lw=1.0,
+                    alpha=0.6 if in_rho[l, i] else 0.9)
+        ax.plot(steps, rho[:, l], "k--", lw=1.2, label="ρ_l(t), recursion (1)")
+        ax.set_title(f"layer {l + 1}")
+        ax.set_xlabel("step t")
+        ax.set_yscale("log")
+    axes[0][0].set_ylabel("singular values of $W_l(t)$")
+    axes[0][0].plot([], [], color=LEARNING, label="2r* learning directions")
+    axes[0][0].plot([], [], color=RHO, label="d − 2r* values in the ρ block")
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    _stamp(fig, stamp)
+    fig.tight_layout()
+    t, layer, idx = np.meshgrid(steps, np.arange(1, L + 1), np.arange(1, d + 1), indexing="ij")
+    columns = {
+        "step": t.ravel(), "layer": layer.ravel(), "index": idx.ravel(),
+        "singular_value": sv.ravel(),
+        "rho_recursion": np.broadcast_to(rho[:, :, None], sv.shape).ravel(),
+        "in_rho_block": np.broadcast_to(in_rho[None], sv.shape).astype(int).ravel(),
+    }
+    return fig, columns
+
+
+def singular_vector_angles(steps, angles, in_rho, layer: int, stamp: str):
+    """Angles of the right singular vectors of W_l(t) to their initial positions.
+
+    Left: degrees, linear. Right: the ρ block's angles on a log scale (float64 round-off).
+
+    Args:
+      steps: (R,); angles: (R, d) radians for one layer; in_rho: (d,) bool; layer: 1-based.
+    """
+    deg = np.degrees(angles)
+    d = deg.shape[1]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for i in range(d):
+        colour = RHO if in_rho[i] else LEARNING
+        a1.plot(steps, deg[:, i], color=colour, lw=1.0)
+        if in_rho[i]:
+            a2.plot(steps[1:], np.maximum(deg[1:, i], 1e-18), color=RHO, lw=0.8)
+    a1.set_xlabel("step t")
+    a1.set_ylabel("angle to initial vector (degrees)")
+    a1.set_title(f"layer {layer}: {int((~in_rho).sum())} vectors move, {int(in_rho.sum())} do not")
+    a1.plot([], [], color=LEARNING, label="learning block")
+    a1.plot([], [], color=RHO, label="ρ block")
+    a1.legend(fontsize=7)
+    a2.set_yscale("log")
+    a2.set_xlabel("step t")
+    a2.set_ylabel("ρ block: angle to S (degrees)")
+    a2.set_title("ρ block on a log scale")
+    _stamp(fig, stamp)
+    fig.tight_layout()
+    t, idx = np.meshgrid(steps, np.arange(1, d + 1), indexing="ij")
+    columns = {
+        "step": t.ravel(), "layer": np.full(t.size, layer), "index": idx.ravel(),
+        "angle_deg": deg.ravel(),
+        "in_rho_block": np.broadcast_to(in_rho[None], deg.shape).astype(int).ravel(),
+    }
+    return fig, columns
+
+
+def rho_comparison(steps, rho, measured, rel_dev, stamp: str):
+    """ρ_l(t) from recursion (1) against the measured ρ-block singular values, and their gap.
+
+    Args:
+      steps: (R,); rho: (R, L) recursion; measured: (R, L) mean of the d − 2r* singular values
+        closest to ρ_l(t); rel_dev: (R, L) largest relative deviation among them.
+    """
+    R, L = rho.shape
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for l in range(L):
+        c = f"C{l}"
+        a1.plot(steps, rho[:, l], color=c, lw=1.5, label=f"layer {l + 1}: recursion (1)")
+        a1.plot(steps[:: max(1, R // 25)], measured[:: max(1, R // 25), l], "o", color=c,
+                ms=3, mfc="none", label=f"layer {l + 1}: measured")
+        a2.plot(steps, np.maximum(rel_dev[:, l], 1e-18), color=c, lw=1.0, label=f"layer {l + 1}")
+    a1.set_xlabel("step t")
+    a1.set_ylabel("ρ_l(t)")
+    a1.legend(fontsize=6, ncol=2)
+    a2.set_yscale("log")
+    a2.axhline(np.finfo(np.float64).eps, color="0.5", ls=":", lw=1, label="float64 eps")
+    a2.set_xlabel("step t")
+    a2.set_ylabel("max relative deviation from ρ_l(t)")
+    a2.legend(fontsize=6)
+    _stamp(fig, stamp)
+    fig.tight_layout()
+    t, layer = np.meshgrid(steps, np.arange(1, L + 1), indexing="ij")
+    columns = {
+        "step": t.ravel(), "layer": layer.ravel(), "rho_recursion": rho.ravel(),
+        "rho_measured": measured.ravel(), "max_rel_deviation": rel_dev.ravel(),
+    }
+    return fig, columns
+
+
+def rho_counts(steps, counts, required: int, stamp: str):
+    """Per layer, how many singular values equal ρ_l(t), against the theorem's d − 2r*."""
+    R, L = counts.shape
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for l in range(L):
+        ax.step(steps, counts[:, l] + 0.08 * l, where="post", lw=1.2, label=f"layer {l + 1}")
+    ax.axhline(required, color="k", ls="--", lw=1, label=f"d − 2r* = {required}")
+    ax.set_xlabel("step t")
+    ax.set_ylabel("# singular values = ρ_l(t)")
+    ax.set_ylim(required - 2, counts.max() + 2)
+    ax.legend(fontsize=7)
+    _stamp(fig, stamp)
+    fig.tight_layout()
+    t, layer = np.meshgrid(steps, np.arange(1, L + 1), indexing="ij")
+    return fig, {"step": t.ravel(), "layer": layer.ravel(), "count": counts.ravel()}
+
+
+def event_residuals(runs_steps: Sequence[np.ndarray], runs_events: Sequence[np.ndarray],
+                    labels: Sequence[str], tolerance: float, stamp: str):
+    """Residuals of the proof's events A–D over t (max over layers), one panel per setting.
+
+    Args:
+      runs_steps: per setting (R,); runs_events: per setting (R, 4, L); labels: per setting.
+    """
+    n = len(labels)
+    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.2), sharey=True, squeeze=False)
+    cols: dict[str, list] = {"case": [], "step": [], "event": [], "max_residual_over_layers": []}
+    for c, (ax, steps, ev, label) in enumerate(zip(axes[0], runs_steps, runs_events, labels)):
+        worst = ev.max(axis=2)  # (R, 4)
+        for e, name in enumerate("ABCD"):
+            y = np.maximum(worst[:, e], 1e-20)
+            ax.plot(steps, y, color=EVENT_COLOURS[name], lw=1.0, label=f"event {name}")
+            cols["case"] += [c + 1] * len(steps)
+            cols["step"] += list(steps)
+            cols["event"] += [name] * len(steps)
+            cols["max_residual_over_layers"] += list(worst[:, e])
+        ax.axhline(tolerance, color="k", ls="--", lw=1, label=f"tolerance {tolerance:.0e}")
+        ax.axhline(np.finfo(np.float64).eps, color="0.5", ls=":", lw=1, label="float64 eps")
+        ax.set_yscale("log")
+        ax.set_ylim(1e-19, 1e-8)
+        ax.set_title(label, fontsize=8)
+        ax.set_xlabel("step t")
+    axes[0][0].set_ylabel("relative residual")
+    axes[0][0].legend(fontsize=6, loc="lower right")
+    _stamp(fig, stamp)
+    fig.tight_layout()
+    return fig, cols
+
+
+def subspace_dimensions(labels: Sequence[str], dims: Sequence[int], required: Sequence[int],
+                        stamp: str):
+    """dim S from the proof's construction against the bound d − 2r*, per setting."""
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    ax.bar(x - 0.2, dims, 0.4, label="dim S (constructed)", color=LEARNING)
+    ax.bar(x + 0.2, required, 0.4, label="d − 2r* (theorem's bound)", color=RHO)
+    ax.set_xticks(x, [f"case {i + 1}" for i in x])
+    ax.set_ylabel("dimension")
+    ax.legend(fontsize=7)
+    _stamp(fig, stamp)
+    fig.tight_layout()
+    return fig, {"case": list(x + 1), "setting": list(labels), "dim_S": list(dims),
+                 "required": list(required)}

@@ -1,0 +1,179 @@
+"""Where a notebook's outputs go: ``results/<profile>/<notebook>/``.
+
+Each figure is saved as PNG together with a CSV of exactly the numbers it plots; the
+notebook's reported numbers go to a flat ``metrics.json``; the configuration to
+``config.json``; and ``provenance.json`` says which code, packages, device and profile
+produced them and how long it took.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import platform
+import subprocess
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from companion.profiles import device_description
+
+PACKAGES = ("companion", "jax", "jaxlib", "flax", "optax", "numpy", "matplotlib", "papermill")
+
+
+def git_revision(cwd: str | Path | None = None) -> str:
+    """The checkout's commit (with '+dirty' when the tree has changes), or 'unknown'."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:
+    """Installed versions of the packages that produce the numbers."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def write_table(path: Path, columns: Mapping[str, Sequence[Any]]) -> None:
+    """Write equal-length columns to CSV (floats with 17 significant digits: lossless)."""
+    lengths = {name: len(col) for name, col in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"columns of {path.name} differ in length: {lengths}")
+    names = list(columns)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(names)
+        for row in zip(*(columns[n] for n in names)):
+            writer.writerow([_format(v) for v in row])
+
+
+def _format(v: Any) -> str:
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v)) if math.isfinite(v) else str(float(v))
+    if isinstance(v, (np.integer,)):
+        return str(int(v))
+    return str(v)
+
+
+def read_table(path: str | Path) -> dict[str, list[str]]:
+    """Read a CSV written by ``write_table`` into columns of strings."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise ValueError(f"{path} is empty")
+    header, body = rows[0], rows[1:]
+    return {name: [r[i] for r in body] for i, name in enumerate(header)}
+
+
+class Results:
+    """Collects one notebook's outputs under ``<results_dir>/<profile>/<notebook>/``.
+
+    The folder is emptied when the object is created, so a re-run never mixes its files with
+    those of an earlier run.
+
+    Args:
+      results_dir: root folder (the notebooks' ``results_dir`` parameter).
+      profile: "smoke" or "full".
+      notebook: the notebook's name without extension, e.g. "01_theorem".
+      config: the experiment's configuration (a dataclass), written to config.json.
+    """
+
+    def __init__(self, results_dir: str | Path, profile: str, notebook: str, config: Any = None):
+        self.profile = profile
+        self.notebook = notebook
+        self.path = Path(results_dir) / profile / notebook
+        if self.path.exists():
+            for old in self.path.iterdir():
+                if old.is_file():
+                    old.unlink()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.metrics: dict[str, float | int] = {}
+        self.figures: list[str] = []
+        self._start = time.perf_counter()
+        self.device = device_description()
+        if config is not None:
+            (self.path / "config.json").write_text(json.dumps(_jsonable(config), indent=2) + "\n")
+
+    @property
+    def stamp(self) -> str:
+        """The line every figure carries: profile and device."""
+        return f"profile={self.profile} · device={self.device}"
+
+    def save_figure(self, fig: Any, name: str, columns: Mapping[str, Sequence[Any]]) -> Path:
+        """Save ``fig`` as ``<name>.png`` and the plotted numbers as ``<name>.csv``.
+
+        Args:
+          fig: a matplotlib Figure.
+          name: file stem, e.g. "singular_values".
+          columns: the exact numbers drawn, as equal-length named columns (long format).
+
+        Returns:
+          the PNG's path.
+        """
+        png = self.path / f"{name}.png"
+        fig.savefig(png, dpi=120, bbox_inches="tight")
+        write_table(self.path / f"{name}.csv", columns)
+        self.figures.append(name)
+        return png
+
+    def add_metrics(self, **values: float | int) -> None:
+        """Record reported numbers (flat: one key per number)."""
+        for key, value in values.items():
+            if isinstance(value, (bool, np.bool_)):
+                value = int(value)
+            elif isinstance(value, (int, np.integer)):
+                value = int(value)
+            else:
+                value = float(value)
+            self.metrics[key] = value
+
+    def finish(self) -> dict[str, Any]:
+        """Write metrics.json and provenance.json; returns the provenance."""
+        (self.path / "metrics.json").write_text(
+            json.dumps(self.metrics, indent=2, sort_keys=True) + "\n"
+        )
+        provenance = {
+            "notebook": self.notebook,
+            "profile": self.profile,
+            "device": self.device,
+            "git_revision": git_revision(),
+            "packages": package_versions(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "wall_time_s": round(time.perf_counter() - self._start, 3),
+            "figures": self.figures,
+        }
+        (self.path / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        return provenance

@@ -1,0 +1,119 @@
+"""Execute the chapters' notebooks with papermill, the only executor (STYLE.md).
+
+``reproduce`` runs each notebook with ``-k python3`` and an explicit per-cell timeout, writes
+the executed copy to ``book/executed/`` (the book renders those, ``execute_notebooks: off``)
+and the outputs to ``results/<profile>/<notebook>/``. A failing notebook raises, so
+``make book`` and ``make test`` fail with it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+NOTEBOOKS = ("01_theorem", "02_proof_verification")
+# Parameters every notebook's `parameters` cell must declare (papermill only warns otherwise).
+REQUIRED_PARAMETERS = ("profile", "results_dir", "force")
+# Per-cell limits (papermill's execution_timeout): generous, but never papermill's "no limit".
+CELL_TIMEOUT_S = {"smoke": 600, "full": 4 * 3600}
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One executed notebook: where its copy and outputs are and how long it took."""
+
+    notebook: str
+    executed: Path
+    results: Path
+    wall_time_s: float
+
+
+def repository_root(start: str | Path | None = None) -> Path:
+    """The folder holding ``notebooks/`` and ``_toc.yml`` (searched upwards from ``start``)."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "notebooks").is_dir() and (folder / "_toc.yml").exists():
+            return folder
+    raise FileNotFoundError(
+        f"no companion checkout (a folder with notebooks/ and _toc.yml) at or above {here}; "
+        "run from the repository or pass --root"
+    )
+
+
+def check_parameters(path: str | Path) -> dict:
+    """The parameters papermill can read from a notebook's ``parameters`` cell.
+
+    Papermill silently ignores ``-p`` values it cannot match (a line it fails to parse, e.g.
+    one whose comment contains '='), so a missing required parameter is an error here.
+
+    Raises:
+      ValueError: the notebook has no parseable ``profile``, ``results_dir`` or ``force``.
+    """
+    import papermill
+
+    found = papermill.inspect_notebook(str(path))
+    missing = [p for p in REQUIRED_PARAMETERS if p not in found]
+    if missing:
+        raise ValueError(
+            f"{path}: papermill finds no parameter(s) {missing} in the cell tagged 'parameters' "
+            "(one 'name = value  # comment' per line, no '=' in comments)"
+        )
+    return found
+
+
+def execute(
+    notebook: str,
+    profile: str,
+    *,
+    root: str | Path | None = None,
+    results_dir: str | Path | None = None,
+    executed_dir: str | Path | None = None,
+    force: bool = False,
+    timeout_s: int | None = None,
+) -> Execution:
+    """Run one notebook with papermill.
+
+    Args:
+      notebook: name without extension (one of NOTEBOOKS).
+      profile: "smoke" or "full" (passed as the ``profile`` parameter).
+      root: repository root (found from the working directory by default).
+      results_dir: root of the results (default ``<root>/results``).
+      executed_dir: where the executed copy goes (default ``<root>/book/executed``).
+      force: passed as the ``force`` parameter (run ``full`` without a GPU).
+      timeout_s: per-cell timeout (default by profile).
+
+    Raises:
+      ValueError: unknown notebook or profile.
+      papermill.PapermillExecutionError: a cell failed (the message names it).
+    """
+    import papermill
+
+    if notebook not in NOTEBOOKS:
+        raise ValueError(f"unknown notebook {notebook!r}; choose from {', '.join(NOTEBOOKS)}")
+    if profile not in CELL_TIMEOUT_S:
+        raise ValueError(f"unknown profile {profile!r}; choose smoke or full")
+    root = repository_root(root)
+    results_dir = Path(results_dir or root / "results").resolve()
+    executed_dir = Path(executed_dir or root / "book" / "executed").resolve()
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    source = root / "notebooks" / f"{notebook}.ipynb"
+    target = executed_dir / f"{notebook}.ipynb"
+    check_parameters(source)
+    start = time.perf_counter()
+    papermill.execute_notebook(
+        str(source),
+        str(target),
+        parameters={"profile": profile, "results_dir": str(results_dir), "force": bool(force)},
+        kernel_name="python3",
+        execution_timeout=timeout_s or CELL_TIMEOUT_S[profile],
+        cwd=str(root / "notebooks"),
+        progress_bar=False,
+    )
+    return Execution(notebook, target, results_dir / profile / notebook, time.perf_counter() - start)
+
+
+def reproduce(profile: str, notebooks: Sequence[str] | None = None, **kwargs) -> list[Execution]:
+    """Execute several notebooks in order (all by default); stops at the first failure."""
+    return [execute(name, profile, **kwargs) for name in (notebooks or NOTEBOOKS)]
