@@ -8,6 +8,7 @@ and the outputs to ``results/<profile>/<notebook>/``. A failing notebook raises,
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,15 +103,25 @@ def execute(
     target = executed_dir / f"{notebook}.ipynb"
     check_parameters(source)
     start = time.perf_counter()
-    papermill.execute_notebook(
-        str(source),
-        str(target),
-        parameters={"profile": profile, "results_dir": str(results_dir), "force": bool(force)},
-        kernel_name="python3",
-        execution_timeout=timeout_s or CELL_TIMEOUT_S[profile],
-        cwd=str(root / "notebooks"),
-        progress_bar=False,
-    )
+    # The kernel inherits this environment: an MPLBACKEND=Agg set for headless scripts would
+    # keep every figure out of the executed notebook, and so out of the book.
+    previous = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    try:
+        papermill.execute_notebook(
+            str(source),
+            str(target),
+            parameters={"profile": profile, "results_dir": str(results_dir), "force": bool(force)},
+            kernel_name="python3",
+            execution_timeout=timeout_s or CELL_TIMEOUT_S[profile],
+            cwd=str(root / "notebooks"),
+            progress_bar=False,
+        )
+    finally:
+        if previous is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = previous
     return Execution(notebook, target, results_dir / profile / notebook, time.perf_counter() - start)
 
 

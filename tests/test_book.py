@@ -1,0 +1,22 @@
+"""The book builds from the executed smoke notebooks with Sphinx warnings as errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+
+def test_book_builds_without_warnings(smoke_executions, tmp_path):
+    jb = Path(sys.executable).parent / "jupyter-book"
+    proc = subprocess.run(
+        [str(jb), "build", str(ROOT), "--warningiserror", "--keep-going", "--path-output", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    html = tmp_path / "_build" / "html"
+    for page in ("book/executed/01_theorem.html", "book/executed/02_proof_verification.html",
+                 "book/intro.html", "book/references.html"):
+        assert (html / page).exists(), page
+    chapter = (html / "book/executed/01_theorem.html").read_text()
+    assert chapter.count("<img") >= 4  # the four figures, rendered from executed outputs

@@ -1,0 +1,95 @@
+"""The notebooks: stored stripped with one parameters cell, executed with papermill at smoke,
+and their metrics and figure CSVs compared with the reviewed baselines."""
+
+import json
+
+import nbformat
+import papermill
+import pytest
+
+from companion import baselines, runner
+from conftest import ROOT
+
+
+@pytest.mark.parametrize("name", runner.NOTEBOOKS)
+def test_notebook_is_stripped_with_one_parameters_cell(name):
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "commit it stripped"
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    params = runner.check_parameters(ROOT / "notebooks" / f"{name}.ipynb")
+    assert params["profile"]["default"] == '"smoke"'
+    assert params["results_dir"]["default"] == '"results"'
+    # First cell: installs the package on Colab only.
+    assert "google.colab" in code[0].source and "pip install" in code[0].source
+    # The README has a Colab badge for it.
+    assert f"colab.research.google.com/github/compressible-dynamics/companion/blob/main/notebooks/{name}.ipynb" in (ROOT / "README.md").read_text()
+
+
+def test_check_parameters_refuses_unparseable_cell(tmp_path):
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}})
+    cell = nbformat.v4.new_code_cell('profile = "smoke"  # a, b = c\nresults_dir = "results"\nforce = False')
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell]
+    path = tmp_path / "bad.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(ValueError, match=r"no parameter\(s\) \['profile'\]"):
+        runner.check_parameters(path)
+
+
+@pytest.mark.parametrize("name", runner.NOTEBOOKS)
+def test_smoke_notebook_matches_baseline(smoke_executions, name):
+    run = smoke_executions[name]
+    problems = baselines.compare(run.results, ROOT / "baselines" / "smoke" / name)
+    assert not problems, "smoke results differ from baselines/smoke (review, then `make baselines`):\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", runner.NOTEBOOKS)
+def test_smoke_outputs_complete(smoke_executions, name):
+    run = smoke_executions[name]
+    prov = json.loads((run.results / "provenance.json").read_text())
+    assert prov["profile"] == "smoke" and prov["device"].startswith("cpu")
+    assert set(prov) >= {"git_revision", "packages", "wall_time_s", "figures"}
+    for fig in prov["figures"]:
+        assert (run.results / f"{fig}.png").stat().st_size > 1000
+        assert (run.results / f"{fig}.csv").exists()
+    metrics = json.loads((run.results / "metrics.json").read_text())
+    assert all(isinstance(v, (int, float)) for v in metrics.values())  # flat
+    assert (run.results / "config.json").exists()
+    executed = nbformat.read(run.executed, as_version=4)
+    assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
+
+
+def test_smoke_claims(smoke_executions):
+    """The theorem's claims, read back from the smoke metrics (margins as in the notebooks)."""
+    m = json.loads((smoke_executions["01_theorem"].results / "metrics.json").read_text())
+    assert m["required_count"] == 24 and m["min_count"] == 24 and m["max_count_after_step0"] == 24
+    assert m["max_rel_dev"] < 1e-10 and m["events_max_residual"] < 1e-10
+    assert m["max_angle_rho_block_deg"] < 1e-8 and m["min_final_angle_learning_deg"] > 1
+    p = json.loads((smoke_executions["02_proof_verification"].results / "metrics.json").read_text())
+    assert p["events_max_residual"] < 1e-10
+    for i in range(1, p["cases"] + 1):
+        assert p[f"case{i}_dim_s"] >= p[f"case{i}_required_count"]
+
+
+def test_smoke_is_fast(smoke_executions):
+    """Issue 2: both smoke notebooks together in under 2 minutes on the 2-core CPU."""
+    total = sum(e.wall_time_s for e in smoke_executions.values())
+    assert total < 120, f"smoke notebooks took {total:.0f} s"
+
+
+def test_full_profile_stops_at_once_without_gpu(tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError, match="needs a GPU"):
+        runner.execute("01_theorem", "full", root=ROOT, results_dir=tmp_path,
+                       executed_dir=tmp_path, timeout_s=60)
+
+
+def test_failing_notebook_fails_the_run(tmp_path):
+    """A failing cell surfaces as an exception (so `make book`/`make test` fail with it)."""
+    with pytest.raises(papermill.PapermillExecutionError):
+        papermill.execute_notebook(
+            str(ROOT / "notebooks" / "02_proof_verification.ipynb"), str(tmp_path / "out.ipynb"),
+            parameters={"profile": "nonsense", "results_dir": str(tmp_path)},
+            kernel_name="python3", execution_timeout=60, progress_bar=False,
+        )

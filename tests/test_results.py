@@ -1,0 +1,59 @@
+"""companion.results and companion.baselines: files written, and differences found."""
+
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from companion import baselines
+from companion.results import Results, read_table, write_table
+
+
+def _result(tmp_path, value=1.0):
+    r = Results(tmp_path, "smoke", "nb", config={"a": 1})
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, value])
+    r.save_figure(fig, "line", {"x": [0, 1], "y": [0.0, value], "label": ["a", "b"]})
+    plt.close(fig)
+    r.add_metrics(value=value, count=np.int64(3), flag=True)
+    r.finish()
+    return r.path
+
+
+def test_results_layout(tmp_path):
+    path = _result(tmp_path)
+    assert path == tmp_path / "smoke" / "nb"
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.json", "line.csv", "line.png", "metrics.json", "provenance.json"]
+    assert json.loads((path / "metrics.json").read_text()) == {"count": 3, "flag": 1, "value": 1.0}
+    prov = json.loads((path / "provenance.json").read_text())
+    assert prov["profile"] == "smoke" and prov["figures"] == ["line"] and prov["wall_time_s"] >= 0
+    assert read_table(path / "line.csv") == {"x": ["0", "1"], "y": ["0.0", "1.0"], "label": ["a", "b"]}
+
+
+def test_rerun_clears_old_files(tmp_path):
+    path = _result(tmp_path)
+    (path / "stale.csv").write_text("x\n1\n")
+    Results(tmp_path, "smoke", "nb")
+    assert not (path / "stale.csv").exists()
+
+
+def test_write_table_is_lossless_and_checks_lengths(tmp_path):
+    x = [0.1 + 0.2, 1e-300, np.float64(np.pi)]
+    write_table(tmp_path / "t.csv", {"x": x})
+    assert [float(v) for v in read_table(tmp_path / "t.csv")["x"]] == [float(v) for v in x]
+    with pytest.raises(ValueError, match="differ in length"):
+        write_table(tmp_path / "u.csv", {"a": [1, 2], "b": [1]})
+
+
+def test_baseline_compare(tmp_path):
+    base = tmp_path / "base"
+    baselines.update(_result(tmp_path / "r1"), base)
+    assert baselines.compare(_result(tmp_path / "r2"), base) == []
+    assert baselines.compare(_result(tmp_path / "r3", value=1.0 + 1e-9), base) == []  # within rtol
+    problems = baselines.compare(_result(tmp_path / "r4", value=1.001), base)
+    assert any("metrics.json: value" in p for p in problems)
+    assert any("line.csv: row 2, column y" in p for p in problems)
+    assert baselines.compare(_result(tmp_path / "r5"), tmp_path / "none") == [
+        f"no baseline in {tmp_path / 'none'}; run 'make baselines' and review the diff"]
