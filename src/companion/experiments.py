@@ -29,6 +29,7 @@ class TheoremRun:
       rho_full: (T + 1, L) ρ_l(t) at every step.
       counts: (R, L) number of σ_i within ``rtol`` relative of ρ_l(t).
       rel_dev: (R, L) largest relative deviation of the d − 2r* σ_i closest to ρ_l(t).
+      rho_measured: (R, L) mean of the d − 2r* σ_i closest to ρ_l(t).
       events: (R, 4, L) relative residuals of A, B, C, D.
       angles: (R, L, d) angles of right singular vectors to their initial positions, or None.
       loss: (R,) ½‖W_{L:1} − Φ‖_F².
@@ -43,6 +44,7 @@ class TheoremRun:
     rho_full: np.ndarray
     counts: np.ndarray
     rel_dev: np.ndarray
+    rho_measured: np.ndarray
     events: np.ndarray
     angles: np.ndarray | None
     loss: np.ndarray
@@ -129,6 +131,7 @@ def run_theorem(s: FactorizationSetting, rtol: float = 1e-8, angles: bool = True
         rho_full=rho_full,
         counts=np.asarray(theory.count_equal_to_rho(rec["sv"], rho, rtol)),
         rel_dev=np.asarray(theory.rho_deviation(rec["sv"], rho, s.required_count)),
+        rho_measured=np.asarray(theory.rho_block_mean(rec["sv"], rho, s.required_count)),
         events=rec["events"],
         angles=rec.get("angles"),
         loss=rec["loss"],

@@ -111,7 +111,8 @@ def execute(
         papermill.execute_notebook(
             str(source),
             str(target),
-            parameters={"profile": profile, "results_dir": str(results_dir), "force": bool(force)},
+            parameters={"profile": profile, "results_dir": _shown(results_dir, root / "notebooks"),
+                        "force": bool(force)},
             kernel_name="python3",
             execution_timeout=timeout_s or CELL_TIMEOUT_S[profile],
             cwd=str(root / "notebooks"),
@@ -123,6 +124,16 @@ def execute(
         else:
             os.environ["MPLBACKEND"] = previous
     return Execution(notebook, target, results_dir / profile / notebook, time.perf_counter() - start)
+
+
+def _shown(path: Path, cwd: Path) -> str:
+    """``path`` relative to the kernel's working directory when inside the checkout (the
+    executed copy, and so the book, then shows no machine-specific absolute path)."""
+    try:
+        path.relative_to(cwd.parent)
+    except ValueError:
+        return str(path)
+    return os.path.relpath(path, cwd)
 
 
 def reproduce(profile: str, notebooks: Sequence[str] | None = None, **kwargs) -> list[Execution]:

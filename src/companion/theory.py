@@ -213,6 +213,12 @@ def rho_deviation(singular_values: Array, rho: Array, count: int) -> Array:
     return jnp.max(closest, axis=-1) if count > 0 else jnp.zeros(rel.shape[:-1])
 
 
+def rho_block_mean(singular_values: Array, rho: Array, count: int) -> Array:
+    """Mean of the ``count`` singular values closest to ρ_l: the measured ρ_l(t), (..., L)."""
+    mask = rho_group(singular_values, rho, count)
+    return jnp.sum(jnp.where(mask, singular_values, 0.0), axis=-1) / count
+
+
 def rho_group(singular_values: Array, rho: Array, count: int) -> Array:
     """Boolean mask (..., L, d): the ``count`` singular values closest to ρ_l (the ρ block)."""
     rel = _relative_gap(singular_values, rho)
