@@ -132,3 +132,83 @@ class ProofConfig:
                 S(width=150, rank=20, depth=5, scales=(0.8, 0.9, 0.7, 1.0, 0.6), lr=0.05, weight_decay=1e-2, steps=2000, seed=3, record_every=10),
             )
         return cls(cases=cases)
+
+
+@dataclass(frozen=True)
+class TrajectoryConfig:
+    """Chapter 3 (notebooks/03_compressed_trajectories.ipynb): original vs compressed
+    factorization (PAPER.md §3, "factorization trajectories"; γ = 0, p = 1)."""
+
+    width: int  # d
+    rank: int  # r*: rank of Φ (rank-r* truncation of a Gaussian, not normalised)
+    depth: int  # L
+    scale: float  # ε: every factor ε-scaled orthogonal
+    lr: float  # η on the mean loss ½·mean((f − Φ)²) (paper: 1e3 at d = 1000)
+    budget: int  # most steps
+    tol: float  # stop when the training loss is below it (paper: 1e-10)
+    rank_estimate: int  # r̂ (= r* in the paper's figure)
+    seed: int = 0  # fixes Φ and Θ(0)
+    record_every: int = 100  # steps between loss records (and between gap records)
+    iterate_every: int = 500  # steps between stored end-to-end matrices (principal components)
+
+    @classmethod
+    def for_profile(cls, profile: str) -> "TrajectoryConfig":
+        _check_profile_name(profile)
+        if profile == "smoke":
+            # Same conventions at d = 80, r* = 4: η scaled so that η·σ_max(Φ)^{4/3}/d² stays
+            # as far from divergence as the paper's setting.
+            return cls(width=80, rank=4, depth=3, scale=1e-3, lr=40.0, budget=30_000, tol=1e-10,
+                       rank_estimate=4, record_every=100, iterate_every=500)
+        # PAPER.md §3 table, "factorization trajectories".
+        return cls(width=1000, rank=10, depth=3, scale=1e-3, lr=1e3, budget=1_000_000, tol=1e-10,
+                   rank_estimate=10, record_every=200, iterate_every=2000)
+
+
+@dataclass(frozen=True)
+class CompletionConfig:
+    """Chapter 4 (notebooks/04_matrix_completion.ipynb): deep matrix completion (PAPER.md §3)."""
+
+    width: int  # d
+    rank: int  # r*
+    depth: int  # L
+    scale: float  # ε
+    fraction: float  # p: ⌊p·d²⌋ observed entries
+    lr: float  # η on the mean loss (paper: 5e3 at d = 1000)
+    gamma: float  # γ: outer factors' step ratio (paper: 0.01)
+    budget: int  # most steps for the trajectory figure (paper: 170,000)
+    tol: float  # training-loss tolerance for the trajectory figure (paper: 1e-9)
+    record_every: int  # steps between records
+    iterate_every: int  # steps between stored end-to-end matrices
+    sweep_rank_estimates: tuple[int, ...]  # r̂ values of the sweep (paper: 5, 8, …, 20)
+    sweep_trials: int  # seeds per r̂ (paper: 5)
+    sweep_budget: int  # most steps in the sweep (paper: 200,000)
+    sweep_tol: float  # tolerance in the sweep (paper: 1e-10)
+    depth_width: int  # d of the depth study (paper: 100)
+    depth_rank: int  # r* of the depth study (paper: 10)
+    depth_fraction: float  # p of the depth study (paper: 0.3)
+    depth_hidden: tuple[int, ...]  # hidden widths (paper: 10 … 100)
+    depth_lr: tuple[tuple[int, float], ...]  # (depth, η): paper 3e2 for L = 3, 1e2 for L = 2
+    depth_budget: int  # most steps (paper: 60,000)
+    depth_tol: float  # tolerance (paper: 1e-10)
+    seed: int = 0  # fixes Φ, Ω and Θ(0) of the trajectory figure and the depth study
+
+    @classmethod
+    def for_profile(cls, profile: str) -> "CompletionConfig":
+        _check_profile_name(profile)
+        if profile == "smoke":
+            return cls(
+                width=100, rank=4, depth=3, scale=1e-3, fraction=0.3, lr=3e2, gamma=0.01,
+                budget=30_000, tol=1e-9, record_every=100, iterate_every=500,
+                sweep_rank_estimates=(4, 6, 8), sweep_trials=2, sweep_budget=40_000, sweep_tol=1e-10,
+                depth_width=50, depth_rank=4, depth_fraction=0.4, depth_hidden=(10, 25, 50),
+                depth_lr=((3, 1e2), (2, 4e1)), depth_budget=30_000, depth_tol=1e-10,
+            )
+        # PAPER.md §3 table: completion trajectories, r̂ sweep, depth 2 vs 3.
+        return cls(
+            width=1000, rank=5, depth=3, scale=1e-3, fraction=0.2, lr=5e3, gamma=0.01,
+            budget=170_000, tol=1e-9, record_every=200, iterate_every=2000,
+            sweep_rank_estimates=(5, 8, 11, 14, 17, 20), sweep_trials=5, sweep_budget=200_000,
+            sweep_tol=1e-10, depth_width=100, depth_rank=10, depth_fraction=0.3,
+            depth_hidden=(10, 20, 30, 40, 50, 60, 70, 80, 90, 100),
+            depth_lr=((3, 3e2), (2, 1e2)), depth_budget=60_000, depth_tol=1e-10,
+        )

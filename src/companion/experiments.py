@@ -186,3 +186,133 @@ def run_proof(config: ProofConfig) -> list[ProofRun]:
             )
         )
     return runs
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapters 3 and 4: compression and deep matrix completion (PAPER.md §2–3).
+
+from companion import completion, compression  # noqa: E402
+from companion.configs import CompletionConfig, TrajectoryConfig  # noqa: E402
+
+
+def problem_key(seed: int) -> jax.Array:
+    """Key of Φ and Ω for a seed (Θ(0) uses ``jax.random.key(seed)`` itself)."""
+    return jax.random.fold_in(jax.random.key(seed), 1)
+
+
+def principal_components(reference: np.ndarray, *others: np.ndarray, count: int = 2) -> list[np.ndarray]:
+    """Project trajectories of end-to-end matrices on the principal components of ``reference``.
+
+    Args:
+      reference: (R, d, d) the original run's iterates (the PCs are theirs, as in the paper).
+      others: more (R_i, d, d) trajectories, projected on the same components.
+      count: number of components.
+
+    Returns:
+      [(R, count), (R_i, count), …] coordinates after removing the reference's mean.
+    """
+    ref = reference.reshape(reference.shape[0], -1).astype(np.float64)
+    mean = ref.mean(axis=0)
+    _, _, vt = np.linalg.svd(ref - mean, full_matrices=False)
+    comps = vt[:count]
+    return [(t.reshape(t.shape[0], -1).astype(np.float64) - mean) @ comps.T for t in (reference, *others)]
+
+
+@dataclass(frozen=True)
+class TrajectoryRun:
+    """Chapter 3's numbers: timed runs, principal components and the gap against theory."""
+
+    config: TrajectoryConfig
+    original: completion.CompletionRun
+    compressed: completion.CompletionRun
+    pcs: list  # [(R, 2) original, (R', 2) compressed]
+    gap_steps: np.ndarray  # (G,)
+    gap: np.ndarray  # (G,) ‖f(Θ(t)) − f_C(t)‖_F
+    gap_exact: np.ndarray  # (G,) √(d − 2r*) ∏ ρ_l(t)
+    gap_bound: float  # (d − 2r̂) ∏ ε_l² (bound on gap²)
+
+
+def run_trajectories(cfg: TrajectoryConfig) -> TrajectoryRun:
+    """Original vs compressed (γ = 0) deep matrix factorization (PAPER.md §2, §3b)."""
+    problem = completion.make_problem(problem_key(cfg.seed), cfg.width, cfg.rank, 1.0)
+    kw = dict(depth=cfg.depth, scale=cfg.scale, lr=cfg.lr, rank_estimate=cfg.rank_estimate,
+              budget=cfg.budget, tol=cfg.tol, seed=cfg.seed, record_every=cfg.record_every,
+              iterate_every=cfg.iterate_every)
+    original = completion.run_method("original", problem, **kw)
+    compressed = completion.run_method("compressed-gamma0", problem, **kw)
+    pcs = principal_components(original.iterates, compressed.iterates)
+    # The gap, in float64 and in one scan, over the original's steps to tolerance.
+    weights0 = completion.init_original(jax.random.key(cfg.seed), cfg.width, cfg.depth, cfg.scale)
+    c0 = completion.init_compressed(weights0, problem, cfg.scale, cfg.rank_estimate)
+    lr_sum = cfg.lr / cfg.width**2  # mean loss with step η = sum loss with step η/d²
+    steps = int(np.ceil(max(original.steps_to_tol, cfg.record_every) / cfg.record_every)) * cfg.record_every
+    tracked = compression.track_gap(weights0, problem.target, c0, lr=lr_sum, steps=steps,
+                                    record_every=cfg.record_every)
+    gap_steps = np.arange(0, steps + 1, cfg.record_every)
+    rho = np.asarray(theory.rho_trajectory((cfg.scale,) * cfg.depth, lr_sum, 0.0, steps))[gap_steps]
+    return TrajectoryRun(
+        config=cfg, original=original, compressed=compressed, pcs=pcs, gap_steps=gap_steps,
+        gap=np.asarray(tracked["gap"]),
+        gap_exact=np.sqrt(cfg.width - 2 * cfg.rank) * np.prod(rho, axis=1),
+        gap_bound=compression.gap_bound(cfg.width, cfg.rank_estimate, (cfg.scale,) * cfg.depth),
+    )
+
+
+@dataclass(frozen=True)
+class CompletionStudy:
+    """Chapter 4's numbers.
+
+    Attributes:
+      runs: {method: CompletionRun} for original, compressed (γ), compressed-gamma0.
+      pcs: {method: (R, 2)} projections on the original run's principal components.
+      sweep: rows (rank_estimate, trial, method, steps, wall_time_s, converged, recovery_error).
+      depth: rows (depth, hidden, steps, converged, recovery_error).
+    """
+
+    config: CompletionConfig
+    runs: dict
+    pcs: dict
+    sweep: list
+    depth: list
+
+
+def run_completion_study(cfg: CompletionConfig) -> CompletionStudy:
+    """The three studies of PAPER.md §3 (a), (c), (d) with one interface and the same η, tol
+    and budget for every method within a study."""
+    problem = completion.make_problem(problem_key(cfg.seed), cfg.width, cfg.rank, cfg.fraction)
+    kw = dict(depth=cfg.depth, scale=cfg.scale, lr=cfg.lr, rank_estimate=cfg.rank, gamma=cfg.gamma,
+              budget=cfg.budget, tol=cfg.tol, seed=cfg.seed, record_every=cfg.record_every,
+              iterate_every=cfg.iterate_every)
+    runs = {m: completion.run_method(m, problem, **kw) for m in ("original", "compressed", "compressed-gamma0")}
+    projected = principal_components(*(runs[m].iterates for m in runs))
+    pcs = dict(zip(runs, projected))
+
+    sweep = []
+    for trial in range(cfg.sweep_trials):
+        seed = cfg.seed + 1 + trial
+        trial_problem = completion.make_problem(problem_key(seed), cfg.width, cfg.rank, cfg.fraction)
+        for r_hat in cfg.sweep_rank_estimates:
+            for method in ("compressed", "narrow"):
+                run = completion.run_method(
+                    method, trial_problem, depth=cfg.depth, scale=cfg.scale, lr=cfg.lr,
+                    rank_estimate=r_hat, gamma=cfg.gamma, budget=cfg.sweep_budget, tol=cfg.sweep_tol,
+                    seed=seed, record_every=cfg.record_every,
+                )
+                sweep.append(dict(rank_estimate=r_hat, trial=trial, method=method,
+                                  steps=run.steps_to_tol, wall_time_s=run.wall_time_s,
+                                  converged=int(run.converged),
+                                  recovery_error=float(run.recovery_error[-1])))
+
+    depth_rows = []
+    depth_problem = completion.make_problem(problem_key(cfg.seed), cfg.depth_width, cfg.depth_rank,
+                                            cfg.depth_fraction)
+    for depth, lr in cfg.depth_lr:
+        for hidden in cfg.depth_hidden:
+            run = completion.run_method(
+                "narrow", depth_problem, depth=depth, scale=cfg.scale, lr=lr, hidden=hidden,
+                budget=cfg.depth_budget, tol=cfg.depth_tol, seed=cfg.seed, record_every=cfg.record_every,
+            )
+            depth_rows.append(dict(depth=depth, hidden=hidden, steps=run.steps_to_tol,
+                                   converged=int(run.converged),
+                                   recovery_error=float(run.recovery_error[-1])))
+    return CompletionStudy(config=cfg, runs=runs, pcs=pcs, sweep=sweep, depth=depth_rows)

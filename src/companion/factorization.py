@@ -121,16 +121,33 @@ def loss(weights: Array, target: Array) -> Array:
     return 0.5 * jnp.sum((end_to_end(weights) - target) ** 2)
 
 
-def gradients(weights: Array, target: Array) -> Array:
-    """∇_{W_l} ℓ = W_{L:l+1}ᵀ (W_{L:1} − Φ) W_{l−1:1}ᵀ for every layer, shape (L, d, d).
+def backprop(weights: Array, below: list[Array], residual: Array) -> Array:
+    """Layer gradients from the gradient with respect to the end-to-end matrix.
 
-    Computed in closed form with one pass of prefix and suffix products (O(L) matrix
-    products instead of the O(L²) of differentiating each layer separately).
+    For any loss of the end-to-end matrix with ∂ℓ/∂W_{L:1} = ``residual``,
+    ∇_{W_l} ℓ = W_{L:l+1}ᵀ · residual · W_{l−1:1}ᵀ (PAPER.md §1 for the squared loss).
+
+    Args:
+      weights: (L, k, k) factors.
+      below: ``prefix_products(weights)`` (already computed for the forward pass).
+      residual: (k, k) ∂ℓ/∂W_{L:1}.
+
+    Returns:
+      (L, k, k) gradients, with one pass of suffix products (O(L) products, not O(L²)).
     """
+    depth = weights.shape[0]
+    grads = [None] * depth
+    above = residual
+    for l in range(depth - 1, -1, -1):
+        grads[l] = above @ below[l].T  # (W_{L:l+1}ᵀ R) W_{l−1:1}ᵀ
+        above = weights[l].T @ above
+    return jnp.stack(grads)
+
+
+def gradients(weights: Array, target: Array) -> Array:
+    """∇_{W_l} ℓ = W_{L:l+1}ᵀ (W_{L:1} − Φ) W_{l−1:1}ᵀ for every layer, shape (L, d, d)."""
     below = prefix_products(weights)  # below[l] = W_{l:1}
-    above = suffix_products(weights)  # above[l] = W_{L:l+1}
-    residual = below[-1] - target
-    return jnp.stack([above[l + 1].T @ residual @ below[l].T for l in range(weights.shape[0])])
+    return backprop(weights, below, below[-1] - target)
 
 
 def gd_step(weights: Array, target: Array, lr: float, weight_decay: float = 0.0) -> Array:
