@@ -75,3 +75,48 @@ def test_console_script_exit_status():
     )
     assert proc.returncode == 2 and proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_compress_json(capsys):
+    code, out, err = run_cli(capsys, "compress", "--width", "40", "--rank", "3", "--depth", "3", "--scale",
+                             "0.5", "--lr", "0.1", "--steps", "200", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["max_rel_err_vs_exact"] < 1e-9 and 0.999 < data["max_gap_over_bound"] <= 1 + 1e-12
+    assert data["settings"]["gamma"] == 0.0
+
+
+def test_complete_json(capsys):
+    code, out, err = run_cli(capsys, "complete", "--width", "60", "--rank", "3", "--depth", "3", "--fraction",
+                             "0.35", "--method", "compressed", "--lr", "150", "--steps", "40000", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["converged"] is True and data["train_loss"] < 1e-10 and data["recovery_error"] < 1e-7
+    assert set(data) >= {"recovery_error", "train_loss", "steps", "wall_time_s", "converged"}
+    assert data["settings"]["rank_estimate"] == 3 and data["settings"]["gamma"] == 0.01
+
+
+COMPLETE = ["complete", "--width", "60", "--rank", "3", "--depth", "3", "--fraction", "0.35", "--method",
+            "compressed", "--steps", "100", "--json"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (COMPLETE + ["--rank-estimate", "2"], "r̂ = 2 must be ≥ r* = 3"),
+        (COMPLETE + ["--rank-estimate", "30"], "need 2r̂ < d"),
+        ([a if a != "0.35" else "1.5" for a in COMPLETE], "p must be in (0, 1]"),
+        ([a if a != "0.35" else "0" for a in COMPLETE], "p must be in (0, 1]"),
+        ([a if a != "0.35" else "0.02" for a in COMPLETE], "cannot determine a rank-3"),
+        (COMPLETE + ["--lr", "1e9"], "diverged"),
+        ([a if a != "compressed" else "sparse" for a in COMPLETE], "invalid choice"),
+        (["compress", "--width", "6", "--rank", "3", "--depth", "3", "--scale", "0.5", "--lr", "0.1",
+          "--steps", "10", "--json"], "d > 2r*"),
+        (["compress", "--width", "40", "--rank", "3", "--depth", "3", "--scale", "0.5", "--lr", "0.1",
+          "--steps", "10", "--rank-estimate", "2", "--json"], "rank estimate 2 must satisfy"),
+    ],
+)
+def test_compress_complete_errors(capsys, args, message):
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and message in err

@@ -57,3 +57,14 @@ def test_baseline_compare(tmp_path):
     assert any("line.csv: row 2, column y" in p for p in problems)
     assert baselines.compare(_result(tmp_path / "r5"), tmp_path / "none") == [
         f"no baseline in {tmp_path / 'none'}; run 'make baselines' and review the diff"]
+
+
+def test_seconds_are_not_compared(tmp_path):
+    for name, t in (("a", 1.0), ("b", 9.0)):
+        r = Results(tmp_path / name, "smoke", "nb")
+        write_table(r.path / "t.csv", {"step": [1, 2], "wall_time_s": [t, 2 * t]})
+        r.add_metrics(steps=10, wall_time_s=t)
+        r.finish()
+    base = tmp_path / "base"
+    baselines.update(tmp_path / "a" / "smoke" / "nb", base)
+    assert baselines.compare(tmp_path / "b" / "smoke" / "nb", base) == []

@@ -3,6 +3,9 @@
 A baseline is a copy of a smoke run's ``metrics.json`` and figure CSVs. Smoke runs are
 deterministic on a CPU, so they are compared at a tight tolerance: |a − b| ≤ atol + rtol·|b|.
 Baselines change only through ``make baselines`` (``companion reproduce --update-baselines``).
+
+Wall-clock seconds are never reproducible: by convention every metric key and CSV column that
+holds them ends in ``_s``; those are checked for presence, not compared.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ def _close(a: float, b: float, rtol: float, atol: float) -> bool:
     if math.isinf(a) or math.isinf(b):
         return a == b
     return abs(a - b) <= atol + rtol * abs(b)
+
+
+def _is_seconds(name: str) -> bool:
+    return name.endswith("_s")
 
 
 def _as_float(text: str) -> float | None:
@@ -54,6 +61,8 @@ def compare(result: str | Path, baseline: str | Path, rtol: float = RTOL,
     for key in sorted(set(got) | set(want)):
         if key not in got or key not in want:
             problems.append(f"metrics.json: key {key!r} only in {'baseline' if key in want else 'result'}")
+        elif _is_seconds(key):
+            continue
         elif not _close(float(got[key]), float(want[key]), rtol, atol):
             problems.append(f"metrics.json: {key} = {got[key]!r}, baseline {want[key]!r}")
     for csv in sorted(baseline.glob("*.csv")):
@@ -67,6 +76,8 @@ def compare(result: str | Path, baseline: str | Path, rtol: float = RTOL,
             continue
         bad = []
         for name in b:
+            if _is_seconds(name):
+                continue
             for i, (x, y) in enumerate(zip(a[name], b[name])):
                 fx, fy = _as_float(x), _as_float(y)
                 same = x == y if fx is None or fy is None else _close(fx, fy, rtol, atol)

@@ -2,6 +2,11 @@
 
     companion theorem --width D --rank R --depth L --scale EPS --lr ETA --weight-decay LAM
                       --steps T [--seed S] [--scales E1,E2,...] --json
+    companion compress --width D --rank R --depth L --scale EPS --lr ETA --steps T --json
+    companion complete --width D --rank R --depth L --fraction P --method METHOD
+                       [--rank-estimate R̂] [--gamma G] [--lr ETA] [--scale EPS] [--steps T]
+                       [--tol TOL] [--seed S] --json
+    companion bench completion [--quick]
     companion reproduce [--profile smoke|full] [--notebooks NAME ...] [--force]
                         [--update-baselines]
 
@@ -54,6 +59,37 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="σ counts as equal to ρ within this relative tolerance (default 1e-8)")
     th.add_argument("--json", action="store_true", help="print one JSON object")
 
+    cp = sub.add_parser("compress", help="original vs compressed factorization (γ = 0): gap vs theory")
+    cp.add_argument("--width", type=int, required=True, help="d")
+    cp.add_argument("--rank", type=int, required=True, help="r*")
+    cp.add_argument("--depth", type=int, required=True, help="L (≥ 2)")
+    cp.add_argument("--scale", type=float, required=True, help="ε, every layer")
+    cp.add_argument("--lr", type=float, required=True, help="η on ½‖W_{L:1} − Φ‖_F²")
+    cp.add_argument("--steps", type=int, required=True, help="T")
+    cp.add_argument("--rank-estimate", type=int, help="r̂ ≥ r* (default r*)")
+    cp.add_argument("--seed", type=int, default=0, help="fixes Φ and Θ(0) (default 0)")
+    cp.add_argument("--json", action="store_true", help="print one JSON object")
+
+    cm = sub.add_parser("complete", help="deep matrix completion with one method")
+    cm.add_argument("--width", type=int, required=True, help="d")
+    cm.add_argument("--rank", type=int, required=True, help="r*")
+    cm.add_argument("--depth", type=int, required=True, help="L (≥ 2)")
+    cm.add_argument("--fraction", type=float, required=True, help="p, observed fraction in (0, 1]")
+    cm.add_argument("--method", required=True, choices=("original", "compressed", "compressed-gamma0", "narrow"))
+    cm.add_argument("--rank-estimate", type=int, help="r̂ ≥ r* for compressed/narrow (default r*)")
+    cm.add_argument("--gamma", type=float, default=0.01, help="γ of the outer factors (default 0.01)")
+    cm.add_argument("--lr", type=float, help="η on the mean loss (default: the paper's 5e3 at "
+                    "d=1000, p=0.2, scaled by (d/1000)^(4/3)·(0.2/p))")
+    cm.add_argument("--scale", type=float, default=1e-3, help="ε (default 1e-3)")
+    cm.add_argument("--steps", type=int, default=200_000, help="step budget (default 200000)")
+    cm.add_argument("--tol", type=float, default=1e-10, help="stop at this training loss (default 1e-10)")
+    cm.add_argument("--seed", type=int, default=0, help="fixes Φ, Ω and the initialisation")
+    cm.add_argument("--json", action="store_true", help="print one JSON object")
+
+    bn = sub.add_parser("bench", help="speed benchmarks, printed as JSON")
+    bn.add_argument("what", choices=("completion",))
+    bn.add_argument("--quick", action="store_true", help="smaller sizes, for a fast check")
+
     rp = sub.add_parser("reproduce", help="execute the notebooks with papermill")
     rp.add_argument("--profile", choices=("smoke", "full"), default="smoke")
     rp.add_argument("--notebooks", nargs="+", help="names without .ipynb (default: all)")
@@ -96,6 +132,60 @@ def _theorem(args: argparse.Namespace) -> dict:
     return out
 
 
+def _compress(args: argparse.Namespace) -> dict:
+    from companion.configs import FactorizationSetting
+
+    try:
+        setting = FactorizationSetting(
+            width=args.width, rank=args.rank, depth=args.depth, scales=(args.scale,) * max(args.depth, 0),
+            lr=args.lr, weight_decay=0.0, steps=args.steps, seed=args.seed,
+        )
+        from companion.experiments import compress_point
+
+        out = compress_point(setting, args.rank_estimate)
+    except ValueError as e:
+        raise UsageError(f"companion compress: {e}") from None
+    out["settings"] = {"width": args.width, "rank": args.rank, "depth": args.depth, "scale": args.scale,
+                       "lr": args.lr, "steps": args.steps, "seed": args.seed, "gamma": 0.0}
+    return out
+
+
+def _divisor_at_most(n: int, cap: int) -> int:
+    return max(k for k in range(1, min(n, cap) + 1) if n % k == 0)
+
+
+def _complete(args: argparse.Namespace) -> dict:
+    import jax
+
+    from companion import benchmarks, completion
+
+    try:
+        if args.steps < 1:
+            raise ValueError(f"steps must be ≥ 1, got {args.steps}")
+        r_hat = args.rank_estimate if args.rank_estimate is not None else args.rank
+        completion.validate(args.width, args.rank, args.fraction,
+                            None if args.method == "original" else r_hat)
+        lr = args.lr if args.lr is not None else benchmarks.lr_for(args.width, args.fraction)
+        problem = completion.make_problem(jax.random.fold_in(jax.random.key(args.seed), 1),
+                                          args.width, args.rank, args.fraction)
+        run = completion.run_method(
+            args.method, problem, depth=args.depth, scale=args.scale, lr=lr, rank_estimate=r_hat,
+            gamma=args.gamma, budget=args.steps, tol=args.tol, seed=args.seed,
+            record_every=_divisor_at_most(args.steps, 100),
+        )
+    except ValueError as e:
+        raise UsageError(f"companion complete: {e}") from None
+    out = run.summary()
+    out["wall_time_s"] = round(out["wall_time_s"], 4)
+    out["compile_time_s"] = round(run.compile_time_s, 3)
+    out["settings"] = {"width": args.width, "rank": args.rank, "depth": args.depth,
+                       "fraction": args.fraction, "method": args.method,
+                       "rank_estimate": None if args.method == "original" else r_hat,
+                       "gamma": args.gamma if args.method == "compressed" else 0.0, "lr": lr,
+                       "scale": args.scale, "steps": args.steps, "tol": args.tol, "seed": args.seed}
+    return out
+
+
 def _reproduce(args: argparse.Namespace) -> dict:
     from companion import baselines, runner
 
@@ -129,6 +219,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 for key, value in out.items():
                     print(f"{key}: {value}")
+        elif args.command in ("compress", "complete"):
+            out = _compress(args) if args.command == "compress" else _complete(args)
+            if args.json:
+                print(json.dumps(out))
+            else:
+                for key, value in out.items():
+                    print(f"{key}: {value}")
+        elif args.command == "bench":
+            from companion.benchmarks import completion_benchmark
+
+            print(json.dumps(completion_benchmark(quick=args.quick), indent=2))
         elif args.command == "reproduce":
             print(json.dumps(_reproduce(args), indent=2))
     except UsageError as e:

@@ -177,13 +177,14 @@ def compressed_grads(c: compression.Compressed, problem: Problem) -> tuple[Array
     else:
         below, k_mat = [], jnp.eye(c.left.shape[1], dtype=c.left.dtype)
     x = c.left @ k_mat  # (d, k)
-    v_obs = c.right[problem.csr_cols]  # (d, m, k): v_j for the observed (i, j), row by row
+    v_obs = c.right[problem.csr_cols]  # (d, m, k): v_j for (i, j) ∈ Ω, row by row
     err = (jnp.einsum("ik,ijk->ij", x, v_obs) - problem.csr_values) * problem.csr_valid
     loss = 0.5 * jnp.sum(err**2) / d**2
     r = err / d**2  # ∂ℓ/∂f on Ω, (d, m)
     rv = jnp.einsum("ij,ijk->ik", r, v_obs)  # R V, (d, k)
     r_by_col = r.reshape(-1)[problem.csc_source] * problem.csc_valid  # (d, m')
-    rtx = jnp.einsum("ji,jik->jk", r_by_col, x[problem.csc_rows])  # Rᵀ X, (d, k)
+    x_obs = x[problem.csc_rows]  # (d, m', k): x_i for (i, j) ∈ Ω, column by column
+    rtx = jnp.einsum("ji,jik->jk", r_by_col, x_obs)  # Rᵀ X, (d, k)
     g_left = rv @ k_mat.T
     g_k = c.left.T @ rv
     g_inner = factorization.backprop(c.inner, below, g_k) if c.inner.shape[0] else c.inner

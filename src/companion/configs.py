@@ -158,7 +158,7 @@ class TrajectoryConfig:
             # Same conventions at d = 80, r* = 4: η scaled so that η·σ_max(Φ)^{4/3}/d² stays
             # as far from divergence as the paper's setting.
             return cls(width=80, rank=4, depth=3, scale=1e-3, lr=40.0, budget=30_000, tol=1e-10,
-                       rank_estimate=4, record_every=100, iterate_every=500)
+                       rank_estimate=4, record_every=100, iterate_every=100)
         # PAPER.md §3 table, "factorization trajectories".
         return cls(width=1000, rank=10, depth=3, scale=1e-3, lr=1e3, budget=1_000_000, tol=1e-10,
                    rank_estimate=10, record_every=200, iterate_every=2000)
@@ -198,7 +198,7 @@ class CompletionConfig:
         if profile == "smoke":
             return cls(
                 width=100, rank=4, depth=3, scale=1e-3, fraction=0.3, lr=3e2, gamma=0.01,
-                budget=30_000, tol=1e-9, record_every=100, iterate_every=500,
+                budget=30_000, tol=1e-9, record_every=100, iterate_every=100,
                 sweep_rank_estimates=(4, 6, 8), sweep_trials=2, sweep_budget=40_000, sweep_tol=1e-10,
                 depth_width=50, depth_rank=4, depth_fraction=0.4, depth_hidden=(10, 25, 50),
                 depth_lr=((3, 1e2), (2, 4e1)), depth_budget=30_000, depth_tol=1e-10,

@@ -230,6 +230,7 @@ class TrajectoryRun:
     gap: np.ndarray  # (G,) ‖f(Θ(t)) − f_C(t)‖_F
     gap_exact: np.ndarray  # (G,) √(d − 2r*) ∏ ρ_l(t)
     gap_bound: float  # (d − 2r̂) ∏ ε_l² (bound on gap²)
+    distance: np.ndarray  # (G,) ‖f(Θ(t)) − Φ‖_F of the original run, for scale
 
 
 def run_trajectories(cfg: TrajectoryConfig) -> TrajectoryRun:
@@ -255,6 +256,7 @@ def run_trajectories(cfg: TrajectoryConfig) -> TrajectoryRun:
         gap=np.asarray(tracked["gap"]),
         gap_exact=np.sqrt(cfg.width - 2 * cfg.rank) * np.prod(rho, axis=1),
         gap_bound=compression.gap_bound(cfg.width, cfg.rank_estimate, (cfg.scale,) * cfg.depth),
+        distance=np.sqrt(2 * np.asarray(tracked["loss_original"])),
     )
 
 
@@ -316,3 +318,41 @@ def run_completion_study(cfg: CompletionConfig) -> CompletionStudy:
                                    converged=int(run.converged),
                                    recovery_error=float(run.recovery_error[-1])))
     return CompletionStudy(config=cfg, runs=runs, pcs=pcs, sweep=sweep, depth=depth_rows)
+
+
+def compress_point(s: FactorizationSetting, rank_estimate: int | None = None) -> dict[str, Any]:
+    """One factorization run, original and compressed (γ = 0) side by side (``companion compress``).
+
+    Same conventions as ``run_theorem`` (Φ of unit spectral norm, η on ½‖·‖_F²).
+
+    Returns:
+      max_gap_over_bound: max_t gap(t)² / ((d − 2r̂) ∏ε_l²) (Prop. 2 says ≤ 1);
+      max_rel_err_vs_exact: max_t |gap − √(d − 2r̂)∏ρ_l(t)| / √(d − 2r̂)∏ρ_l(t), the exact gap
+        (with r̂ = r*, the default, this is √(d − 2r*)∏ρ_l(t); for r̂ > r* the 2(r̂ − r*) extra
+        directions lie in the ρ block, so only d − 2r̂ of its directions are dropped);
+      and the final losses, parameter counts and wall time.
+    """
+    r_hat = s.rank if rank_estimate is None else rank_estimate
+    if r_hat < s.rank or 2 * r_hat >= s.width:
+        raise ValueError(f"rank estimate {r_hat} must satisfy r* = {s.rank} ≤ r̂ and 2r̂ < d = {s.width}")
+    start = time.perf_counter()
+    weights0, target = initial_state(s)
+    c = compression.compress_factorization(weights0, target, s.scales, r_hat)
+    tracked = compression.track_gap(weights0, target, c, lr=s.lr, steps=s.steps, record_every=s.record_every)
+    gap = np.asarray(tracked["gap"])
+    if not np.all(np.isfinite(gap)) or not np.all(np.isfinite(np.asarray(tracked["loss_original"]))):
+        raise ValueError(f"gradient descent diverged with step size {s.lr}; lower the step size")
+    rho = np.asarray(theory.rho_trajectory(s.scales, s.lr, s.weight_decay, s.steps))[:: s.record_every]
+    exact = np.sqrt(s.width - 2 * r_hat) * np.abs(np.prod(rho, axis=1))
+    k = 2 * r_hat
+    return {
+        "max_gap_over_bound": float(np.max(gap**2) / compression.gap_bound(s.width, r_hat, s.scales)),
+        "max_rel_err_vs_exact": float(np.max(np.abs(gap - exact) / exact)),
+        "final_gap": float(gap[-1]),
+        "final_loss_original": float(tracked["loss_original"][-1]),
+        "final_loss_compressed": float(tracked["loss_compressed"][-1]),
+        "params_original": s.depth * s.width**2,
+        "params_compressed": compression.parameter_count(s.width, s.width, r_hat, s.depth),
+        "rank_estimate": r_hat,
+        "wall_time_s": round(time.perf_counter() - start, 3),
+    }

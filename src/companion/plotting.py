@@ -185,3 +185,146 @@ def subspace_dimensions(labels: Sequence[str], dims: Sequence[int], required: Se
     fig.tight_layout()
     return fig, {"case": list(x + 1), "setting": list(labels), "dim_S": list(dims),
                  "required": list(required)}
+
+
+# Chapters 3–4: compressed trajectories and deep matrix completion (PAPER.md §3).
+METHOD_STYLE = {
+    "original": dict(color="tab:blue", ls="-", label="original"),
+    "compressed": dict(color="tab:orange", ls="--", label="compressed (γ)"),
+    "compressed-gamma0": dict(color="tab:green", ls=":", label="compressed (γ = 0)"),
+    "narrow": dict(color="tab:red", ls="-.", label="random narrow"),
+}
+
+
+def _style(method: str, label: str | None = None) -> dict:
+    s = dict(METHOD_STYLE[method])
+    if label:
+        s["label"] = label
+    return s
+
+
+def trajectory_panels(runs: dict, pcs: dict, quantity: str, ylabel: str, stamp: str,
+                      labels: dict | None = None):
+    """Three panels as in the paper's Figure (PAPER.md §3a/b): principal components of the
+    end-to-end trajectories, ``quantity`` against iterations, and against wall time.
+
+    Args:
+      runs: {method: CompletionRun}; pcs: {method: (R, 2)} projections; quantity:
+        "train_loss" or "recovery_error"; labels: optional legend labels per method.
+    """
+    labels = labels or {}
+    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=(13, 3.6))
+    # Long format: "pc" rows hold (PC 1, PC 2); "record" rows hold (step, quantity) and the
+    # wall-clock seconds at that step in the *_s column (not compared with baselines).
+    cols: dict[str, list] = {"method": [], "kind": [], "x": [], "y": [], "wall_time_s": []}
+
+    def add(method, kind, xs, ys, seconds):
+        cols["method"] += [method] * len(xs)
+        cols["kind"] += [kind] * len(xs)
+        cols["x"] += list(map(float, xs))
+        cols["y"] += list(map(float, ys))
+        cols["wall_time_s"] += list(map(float, seconds))
+
+    for method, run in runs.items():
+        st = _style(method, labels.get(method))
+        pc = pcs[method]
+        a0.plot(pc[:, 0], pc[:, 1], marker="o", ms=2.5, lw=1.2, **st)
+        add(method, "pc", pc[:, 0], pc[:, 1], [float("nan")] * len(pc))
+        values = getattr(run, quantity)
+        y = np.maximum(values, 1e-300)
+        # Steps cost the same throughout a run, so time at step t is t × (measured time per step).
+        seconds = run.steps * run.time_per_step_s
+        a1.plot(run.steps, y, lw=1.5, **st)
+        a2.plot(seconds, y, lw=1.5, **st)
+        add(method, "record", run.steps, values, seconds)
+    a0.set_xlabel("PC 1 (of the original run)")
+    a0.set_ylabel("PC 2")
+    a0.set_title("end-to-end trajectories")
+    for ax, xl in ((a1, "iteration"), (a2, "wall time (s, compilation excluded)")):
+        ax.set_yscale("log")
+        ax.set_xlabel(xl)
+        ax.set_ylabel(ylabel)
+    a0.legend(fontsize=7)
+    _stamp(fig, stamp)
+    fig.tight_layout()
+    return fig, cols
+
+
+def gap_against_theory(steps, gap, exact, bound: float, distance, stamp: str):
+    """‖f(Θ(t)) − f_C(t)‖_F against √(d − 2r*)∏ρ_l(t) and the bound's √((d − 2r̂)∏ε_l²)
+    (Prop. 2, PAPER.md §2), with the distance to the target ‖f − Φ‖_F for scale."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.5, 3.4))
+    a1.plot(steps, distance, color="0.5", lw=1.2, label="distance to target ‖f − Φ‖_F")
+    a1.plot(steps, gap, color="tab:blue", lw=2, label="measured gap ‖f − f_C‖_F")
+    a1.plot(steps, exact, "k--", lw=1.2, label="√(d − 2r*) ∏ ρ_l(t)")
+    a1.axhline(np.sqrt(bound), color="tab:red", ls=":", lw=1.2, label="bound √((d − 2r̂) ∏ ε_l²)")
+    a1.set_yscale("log")
+    a1.set_xlabel("iteration")
+    a1.set_ylabel("gap")
+    a1.legend(fontsize=7)
+    rel = np.abs(gap - exact) / exact
+    a2.plot(steps, np.maximum(rel, 1e-18), color="tab:blue", lw=1)
+    a2.set_yscale("log")
+    a2.set_xlabel("iteration")
+    a2.set_ylabel("|gap − √(d−2r*)∏ρ| / √(d−2r*)∏ρ")
+    _stamp(fig, stamp)
+    fig.tight_layout()
+    return fig, {"step": list(steps), "gap": list(gap), "exact": list(exact),
+                 "distance_to_target": list(distance),
+                 "bound_sqrt": [float(np.sqrt(bound))] * len(steps), "relative_error": list(rel)}
+
+
+def rank_sweep(rows: list, paper: dict, stamp: str):
+    """Steps and wall time to tolerance against r̂: compressed vs random narrow, mean ± std
+    over trials (PAPER.md §3c). ``paper`` maps method → (low, high) steps read off the figure."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.5, 3.4))
+    cols: dict[str, list] = {"method": [], "rank_estimate": [], "steps_mean": [], "steps_std": [],
+                             "time_mean_s": [], "time_std_s": [], "trials": [], "converged": []}
+    for method in ("compressed", "narrow"):
+        r_hats = sorted({r["rank_estimate"] for r in rows})
+        stats = []
+        for rh in r_hats:
+            sel = [r for r in rows if r["method"] == method and r["rank_estimate"] == rh]
+            s = np.array([r["steps"] for r in sel], float)
+            t = np.array([r["wall_time_s"] for r in sel], float)
+            stats.append((s.mean(), s.std(), t.mean(), t.std(), len(sel), sum(r["converged"] for r in sel)))
+        s_mean, s_std, t_mean, t_std, n, conv = map(np.array, zip(*stats))
+        st = _style(method)
+        a1.errorbar(r_hats, s_mean, yerr=s_std, marker="o", capsize=3, **st)
+        a2.errorbar(r_hats, t_mean, yerr=t_std, marker="o", capsize=3, **st)
+        if method in paper:
+            lo, hi = paper[method]
+            a1.axhspan(lo, hi, color=st["color"], alpha=0.12, label=f"paper, {st['label']} (d=1000)")
+        for k, v in zip(cols, ([method] * len(r_hats), r_hats, s_mean, s_std, t_mean, t_std, n, conv)):
+            cols[k] += list(v)
+    a1.set_xlabel("rank estimate r̂")
+    a1.set_ylabel("steps to tolerance")
+    a1.legend(fontsize=7)
+    a2.set_xlabel("rank estimate r̂")
+    a2.set_ylabel("wall time to tolerance (s)")
+    _stamp(fig, stamp)
+    fig.tight_layout()
+    return fig, cols
+
+
+def depth_study(rows: list, stamp: str):
+    """Depth 2 vs 3 over hidden widths: final recovery error and steps (PAPER.md §3d)."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.5, 3.4))
+    cols: dict[str, list] = {"depth": [], "hidden": [], "recovery_error": [], "steps": [], "converged": []}
+    for depth, colour in ((3, "tab:blue"), (2, "tab:orange")):
+        sel = sorted((r for r in rows if r["depth"] == depth), key=lambda r: r["hidden"])
+        h = [r["hidden"] for r in sel]
+        a1.plot(h, [r["recovery_error"] for r in sel], "o-", color=colour, label=f"depth {depth}")
+        a2.plot(h, [r["steps"] for r in sel], "o-", color=colour, label=f"depth {depth}")
+        for r in sel:
+            for k in cols:
+                cols[k].append(r[k])
+    a1.set_yscale("log")
+    a1.set_xlabel("hidden width")
+    a1.set_ylabel("final recovery error")
+    a1.legend(fontsize=7)
+    a2.set_xlabel("hidden width")
+    a2.set_ylabel("steps (budget if not converged)")
+    _stamp(fig, stamp)
+    fig.tight_layout()
+    return fig, cols
