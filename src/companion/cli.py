@@ -7,6 +7,10 @@
                        [--rank-estimate R̂] [--gamma G] [--lr ETA] [--scale EPS] [--steps T]
                        [--tol TOL] [--seed S] --json
     companion bench completion [--quick]
+    companion bench lora
+    companion finetune --task TASK --method lora --samples N --steps S --seed K --rank R
+                       --targets {query-value,attention-mlp,all-dense} [--model NAME_OR_PATH]
+                       [--lr LR] [--batch-size B] [--max-seq-length T] [--data-dir DIR] --json
     companion reproduce [--profile smoke|full] [--notebooks NAME ...] [--force]
                         [--update-baselines]
 
@@ -87,8 +91,28 @@ def _build_parser() -> argparse.ArgumentParser:
     cm.add_argument("--json", action="store_true", help="print one JSON object")
 
     bn = sub.add_parser("bench", help="speed benchmarks, printed as JSON")
-    bn.add_argument("what", choices=("completion",))
+    bn.add_argument("what", choices=("completion", "lora"))
     bn.add_argument("--quick", action="store_true", help="smaller sizes, for a fast check")
+
+    ft = sub.add_parser("finetune", help="fine-tune BERT with adapters on a GLUE task")
+    ft.add_argument("--task", required=True, help="cola, mnli, mrpc, qnli, qqp, rte, sst2, stsb")
+    ft.add_argument("--method", default="lora", choices=("lora", "full"))
+    ft.add_argument("--samples", type=int, help="few-shot size, drawn with replacement (default: all)")
+    ft.add_argument("--steps", type=int, default=500, help="optimizer steps (default 500)")
+    ft.add_argument("--seed", type=int, default=0, help="fixes subset, init, dropout and order")
+    ft.add_argument("--rank", type=int, default=8, help="adapter rank (default 8)")
+    ft.add_argument("--targets", default="all-dense",
+                    help="query-value, attention-mlp, all-dense (default), or a regex over layer names")
+    ft.add_argument("--model", default="minilm", help="local folder, 'minilm' (packaged), or a hub name")
+    ft.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
+    ft.add_argument("--batch-size", type=int, default=16)
+    ft.add_argument("--max-seq-length", type=int, default=128)
+    ft.add_argument("--alpha", type=float, help="PEFT-style scale α/r (default: none, as the paper)")
+    ft.add_argument("--train-head", action="store_true", help="train the classifier head too")
+    ft.add_argument("--data-dir", help="GLUE folder (default: COMPANION_DATA_DIR)")
+    ft.add_argument("--run-dir", help="write config.json, results.json and the adapter here (must be new)")
+    ft.add_argument("--online", action="store_true", help="allow downloads from the Hugging Face hub")
+    ft.add_argument("--json", action="store_true", help="print one JSON object")
 
     rp = sub.add_parser("reproduce", help="execute the notebooks with papermill")
     rp.add_argument("--profile", choices=("smoke", "full"), default="smoke")
@@ -186,6 +210,28 @@ def _complete(args: argparse.Namespace) -> dict:
     return out
 
 
+def _finetune(args: argparse.Namespace) -> dict:
+    from companion.finetune import FinetuneConfig, finetune
+
+    try:
+        cfg = FinetuneConfig(
+            task=args.task, method=args.method, samples=args.samples, steps=args.steps, seed=args.seed,
+            rank=args.rank, targets=args.targets, model=args.model, lr=args.lr, batch_size=args.batch_size,
+            max_seq_length=args.max_seq_length, alpha=args.alpha, train_head=args.train_head,
+            data_dir=args.data_dir, online=args.online,
+        )
+        results = finetune(cfg, run_dir=args.run_dir, progress=not args.json and sys.stderr.isatty())
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        raise UsageError(f"companion finetune: {e}") from None
+    keys = ("task", "method", "metric", "value", "metrics", "initial_value", "steps", "seed",
+            "trainable_params", "adapted_layers", "wall_time_s", "step_time_s", "compile_time_s",
+            "n_train", "dropped_train", "n_validation", "dropped_validation", "backbone", "device")
+    out = {k: results[k] for k in keys}
+    out["final_train_loss"] = results["train_loss"][-1][1]
+    out["first_train_loss"] = results["train_loss"][0][1]
+    return out
+
+
 def _reproduce(args: argparse.Namespace) -> dict:
     from companion import baselines, runner
 
@@ -227,9 +273,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for key, value in out.items():
                     print(f"{key}: {value}")
         elif args.command == "bench":
-            from companion.benchmarks import completion_benchmark
+            if args.what == "completion":
+                from companion.benchmarks import completion_benchmark
 
-            print(json.dumps(completion_benchmark(quick=args.quick), indent=2))
+                print(json.dumps(completion_benchmark(quick=args.quick), indent=2))
+            else:
+                from companion import lora_bench
+
+                print(json.dumps(lora_bench.run(), indent=2))
+        elif args.command == "finetune":
+            out = _finetune(args)
+            if args.json:
+                print(json.dumps(out))
+            else:
+                for key, value in out.items():
+                    print(f"{key}: {value}")
         elif args.command == "reproduce":
             print(json.dumps(_reproduce(args), indent=2))
     except UsageError as e:

