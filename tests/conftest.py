@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED_GLUE = ROOT.parent / "shared" / "data" / "glue"
+if SHARED_GLUE.is_dir():  # CI sets COMPANION_DATA_DIR to this folder; local runs get the same
+    os.environ.setdefault("COMPANION_DATA_DIR", str(SHARED_GLUE))
 
 
 @pytest.fixture(scope="session")

@@ -109,6 +109,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--max-seq-length", type=int, default=128)
     ft.add_argument("--alpha", type=float, help="PEFT-style scale α/r (default: none, as the paper)")
     ft.add_argument("--train-head", action="store_true", help="train the classifier head too")
+    ft.add_argument("--eval-examples", type=int, help="evaluate on the first N validation examples (default: all)")
     ft.add_argument("--data-dir", help="GLUE folder (default: COMPANION_DATA_DIR)")
     ft.add_argument("--run-dir", help="write config.json, results.json and the adapter here (must be new)")
     ft.add_argument("--online", action="store_true", help="allow downloads from the Hugging Face hub")
@@ -218,7 +219,7 @@ def _finetune(args: argparse.Namespace) -> dict:
             task=args.task, method=args.method, samples=args.samples, steps=args.steps, seed=args.seed,
             rank=args.rank, targets=args.targets, model=args.model, lr=args.lr, batch_size=args.batch_size,
             max_seq_length=args.max_seq_length, alpha=args.alpha, train_head=args.train_head,
-            data_dir=args.data_dir, online=args.online,
+            data_dir=args.data_dir, online=args.online, eval_examples=args.eval_examples,
         )
         results = finetune(cfg, run_dir=args.run_dir, progress=not args.json and sys.stderr.isatty())
     except (ValueError, FileNotFoundError, FileExistsError) as e:
