@@ -254,25 +254,23 @@ def _reproduce(args: argparse.Namespace) -> dict:
     return report
 
 
+def _emit(out: dict, as_json: bool) -> None:
+    """One JSON object (``--json``), or one ``key: value`` line per field."""
+    if as_json:
+        print(json.dumps(out))
+    else:
+        for key, value in out.items():
+            print(f"{key}: {value}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``companion`` console script; returns the exit status."""
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
-        if args.command == "theorem":
-            out = _theorem(args)
-            if args.json:
-                print(json.dumps(out))
-            else:
-                for key, value in out.items():
-                    print(f"{key}: {value}")
-        elif args.command in ("compress", "complete"):
-            out = _compress(args) if args.command == "compress" else _complete(args)
-            if args.json:
-                print(json.dumps(out))
-            else:
-                for key, value in out.items():
-                    print(f"{key}: {value}")
+        commands = {"theorem": _theorem, "compress": _compress, "complete": _complete, "finetune": _finetune}
+        if args.command in commands:
+            _emit(commands[args.command](args), args.json)
         elif args.command == "bench":
             if args.what == "completion":
                 from companion.benchmarks import completion_benchmark
@@ -282,13 +280,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from companion import lora_bench
 
                 print(json.dumps(lora_bench.run(), indent=2))
-        elif args.command == "finetune":
-            out = _finetune(args)
-            if args.json:
-                print(json.dumps(out))
-            else:
-                for key, value in out.items():
-                    print(f"{key}: {value}")
         elif args.command == "reproduce":
             print(json.dumps(_reproduce(args), indent=2))
     except UsageError as e:
