@@ -108,3 +108,20 @@ def test_classification_head_and_dropout(tokenizer):
     assert float(jnp.abs(a - c).max()) > 1e-4 and float(jnp.abs(a - logits).max()) > 1e-4
     other = bert.from_pretrained("minilm", 3, seed=2)
     assert float(jnp.abs(other.classifier.kernel[...] - model.classifier.kernel[...]).max()) > 0
+
+
+def test_independent_of_jax_x64_mode(tokenizer):
+    """The deep-linear half switches x64 on; BERT (init, head, outputs) must not change with it."""
+    import jax
+
+    ids, mask, types = (jnp.asarray(a, dtype=jnp.int32) for a in padded(tokenizer, PAIRS[:2]))
+    previous = jax.config.jax_enable_x64
+    try:
+        jax.config.update("jax_enable_x64", False)
+        a = bert.from_pretrained("minilm", 2, seed=3)(ids, mask, types)
+        jax.config.update("jax_enable_x64", True)
+        b = bert.from_pretrained("minilm", 2, seed=3)(ids, mask, types)
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+    assert a.dtype == b.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

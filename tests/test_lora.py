@@ -64,7 +64,7 @@ def test_init_leaves_outputs_unchanged_and_counts(model, batch):
 def _perturb(model, seed=1):
     for i, (_, layer) in enumerate(lora._adapted_layers(model)):
         for f in layer.adapter.factors:
-            f[...] = 0.05 * jax.random.normal(jax.random.key(seed + i), f[...].shape)
+            f[...] = 0.05 * jax.random.normal(jax.random.key(seed + i), f[...].shape, jnp.float32)
 
 
 def test_only_adapters_change_after_a_step(model, batch):

@@ -77,8 +77,10 @@ class Linear(nnx.Module):
     def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs,
                  param_type: type = nnx.Param, init_std: float = 0.02):
         self.in_features, self.out_features = in_features, out_features
-        self.kernel = param_type(init_std * jax.random.normal(rngs.params(), (in_features, out_features)))
-        self.bias = param_type(jnp.zeros((out_features,)))
+        # Explicit float32 everywhere on this side: the deep-linear half of the package switches
+        # JAX's x64 mode on, and BERT must not change with it.
+        self.kernel = param_type(init_std * jax.random.normal(rngs.params(), (in_features, out_features), jnp.float32))
+        self.bias = param_type(jnp.zeros((out_features,), jnp.float32))
         self.adapter = nnx.data(None)  # an adapter module (companion.lora) when attached
 
     def __call__(self, x: Array) -> Array:
@@ -93,7 +95,7 @@ class Embed(nnx.Module):
 
     def __init__(self, num: int, features: int, *, rngs: nnx.Rngs, init_std: float = 0.02):
         self.in_features, self.out_features = num, features
-        self.embedding = nnx.Param(init_std * jax.random.normal(rngs.params(), (num, features)))
+        self.embedding = nnx.Param(init_std * jax.random.normal(rngs.params(), (num, features), jnp.float32))
         self.adapter = nnx.data(None)  # an adapter module (companion.lora) when attached
 
     def __call__(self, ids: Array) -> Array:
@@ -105,8 +107,8 @@ class Embed(nnx.Module):
 
 class LayerNorm(nnx.Module):
     def __init__(self, features: int, eps: float):
-        self.scale = nnx.Param(jnp.ones((features,)))
-        self.bias = nnx.Param(jnp.zeros((features,)))
+        self.scale = nnx.Param(jnp.ones((features,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((features,), jnp.float32))
         self.eps = eps
 
     def __call__(self, x: Array) -> Array:
@@ -198,7 +200,7 @@ class BertModel(nnx.Module):
             token_type_ids = jnp.zeros_like(input_ids)
         keys = _Keys(dropout_key)
         t = input_ids.shape[1]
-        x = (self.word_embeddings(input_ids) + self.position_embeddings(jnp.arange(t)[None, :])
+        x = (self.word_embeddings(input_ids) + self.position_embeddings(jnp.arange(t, dtype=jnp.int32)[None, :])
              + self.token_type_embeddings(token_type_ids))
         x = dropout(self.embedding_norm(x), c.hidden_dropout_prob, keys())
         # Additive mask as in Hugging Face: the dtype's most negative value on padding keys.

@@ -37,7 +37,7 @@ from companion.bert import BertForSequenceClassification, BertModel, Embed, Head
 
 Array = jax.Array
 TARGET_SETS = ("query-value", "attention-mlp", "all-dense")
-KINDS = ("lora",)
+KINDS = ("lora", "deep-lora", "deep-lora-narrow", "deep-lora-compressed")
 _ATTENTION_MLP = ("attention.self.query", "attention.self.key", "attention.self.value",
                   "attention.output.dense", "intermediate.dense", "output.dense")
 
@@ -46,12 +46,19 @@ class Adapter(nnx.Param):
     """Trainable adapter factors (the only parameters the optimizer updates by default)."""
 
 
+class OuterAdapter(Adapter):
+    """Outer factors of compressed Deep LoRA (U_{L,1}, V_{1,1}): trained with the discrepant
+    step γη (PAPER.md §2, §4). An ``Adapter`` too, so ``wrt=Adapter`` trains them."""
+
+
 @dataclass(frozen=True)
 class AdapterConfig:
     """How to adapt a model (written to adapter_config.json)."""
 
-    kind: str = "lora"  # adapter kind: "lora" (depth-2 chain); later chapters add Deep LoRA kinds
-    rank: int = 8  # r: inner width of the chain
+    kind: str = "lora"  # "lora", "deep-lora" (wide), "deep-lora-narrow", "deep-lora-compressed"
+    rank: int = 8  # r: LoRA rank; narrow width; compressed rank (even: r/2 directions per side)
+    depth: int = 3  # Deep LoRA: number of factors (paper: 3); LoRA is always 2
+    scale_init: float = 1e-3  # Deep LoRA: every factor ε-scaled (semi-)orthogonal (paper: 1e-3)
     targets: str | tuple[str, ...] = "query-value"  # one of TARGET_SETS, or regexes over layer names
     alpha: float | None = None  # None: no scaling (paper); a number: PEFT-style scale α/r
     min_side: int | None = None  # all-dense threshold on min(in, out); None: the hidden size
@@ -64,6 +71,14 @@ class AdapterConfig:
             raise ValueError(f"unknown adapter kind {self.kind!r}; choose from {', '.join(KINDS)}")
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
             raise ValueError(f"rank must be a positive integer, got {self.rank!r}")
+        if self.kind.startswith("deep-lora"):
+            if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 3:
+                raise ValueError(f"Deep LoRA needs depth ≥ 3 (paper: 3), got {self.depth!r}")
+            if not self.scale_init > 0:
+                raise ValueError(f"the init scale ε must be > 0, got {self.scale_init}")
+        if self.kind == "deep-lora-compressed" and self.rank % 2:
+            raise ValueError(f"rank {self.rank} must be even for compressed Deep LoRA "
+                             "(r/2 directions from each side of the first gradient)")
 
     @property
     def scale(self) -> float:
@@ -118,8 +133,10 @@ class FactorChain(nnx.Module):
     ΔW), and for an embedding table the looked-up rows are F_1[ids] F_2 ⋯ F_L.
     """
 
-    def __init__(self, factors: Sequence[Array], scale: float = 1.0):
-        self.factors = nnx.List([Adapter(jnp.asarray(f, dtype=jnp.float32)) for f in factors])
+    def __init__(self, factors: Sequence[Array], scale: float = 1.0, outer: Sequence[bool] = ()):
+        outer = tuple(outer) or (False,) * len(factors)
+        self.factors = nnx.List([(OuterAdapter if o else Adapter)(jnp.asarray(f, dtype=jnp.float32))
+                                 for f, o in zip(factors, outer)])
         self.scale = scale
         self.merged = False
 
@@ -135,7 +152,7 @@ class FactorChain(nnx.Module):
 
     def lookup(self, ids: Array) -> Array:
         if self.merged:
-            return jnp.zeros(ids.shape + (self.factors[-1][...].shape[-1],))
+            return jnp.zeros(ids.shape + (self.factors[-1][...].shape[-1],), jnp.float32)
         return self._rest(jnp.take(self.factors[0][...], ids, axis=1).T if ids.ndim == 1
                           else jnp.moveaxis(jnp.take(self.factors[0][...], ids, axis=1), 0, -1))
 
@@ -153,6 +170,57 @@ def lora_factors(key: Array, in_features: int, out_features: int, rank: int) -> 
     F_2 = W_2ᵀ (r, out) = 0."""
     return [jax.random.normal(key, (rank, in_features), dtype=jnp.float32),
             jnp.zeros((rank, out_features), dtype=jnp.float32)]
+
+
+def _scaled_orthogonal(key: Array, rows: int, cols: int, eps: float) -> Array:
+    """ε times a Haar-random matrix with orthonormal rows or columns, (rows, cols)."""
+    g = jax.random.normal(key, (max(rows, cols), min(rows, cols)), dtype=jnp.float32)
+    q, r = jnp.linalg.qr(g)
+    q = q * jnp.sign(jnp.diagonal(r))[None, :]
+    return eps * (q if rows >= cols else q.T)
+
+
+def deep_factors(key: Array, in_features: int, out_features: int, width: int, depth: int,
+                 eps: float) -> list[Array]:
+    """Deep LoRA at init (PAPER.md §4): W = W̄ + W_L ⋯ W_1, every W_i ε-scaled (semi-)orthogonal,
+    W_1 (k, in), W_2 … W_{L−1} (k, k), W_L (out, k); returned in chain layout
+    [W_1, W_2ᵀ, …, W_Lᵀ] (factor 0 stored (k, in), the others (k, ·))."""
+    keys = jax.random.split(key, depth)
+    factors = [_scaled_orthogonal(keys[0], width, in_features, eps)]
+    factors += [_scaled_orthogonal(keys[i], width, width, eps).T for i in range(1, depth - 1)]
+    factors.append(_scaled_orthogonal(keys[-1], out_features, width, eps).T)
+    return factors
+
+
+def compressed_factors(key: Array, in_features: int, out_features: int, rank: int, depth: int,
+                       eps: float, gradient: Array) -> list[Array]:
+    """Compressed Deep LoRA from one gradient of the wide model (PAPER.md §2, §4).
+
+    The wide adapter of this layer (width k = min(in, out), ``deep_factors``) is drawn, used and
+    dropped here: only one wide layer exists at a time. With G = ∂ℓ/∂W (out, in) the gradient of
+    the loss with respect to the layer's weight at the wide init (ΔW = O(ε^L)), the first factor's
+    gradient is W_{L:2}(0)ᵀ G; as for completion its top r/2 singular directions per side give
+    V_{1,1} (in, r) and U_{L,1} (out, r) (``compression.outer_factors``). The chain is
+    [V_{1,1}ᵀ, W̃_1ᵀ … W̃_Lᵀ, U_{L,1}ᵀ] with inner W̃_l = ε I_r.
+
+    Args:
+      gradient: (out, in) ∂ℓ/∂W in the paper's layout (kernel gradient transposed).
+    """
+    from companion import compression
+
+    width = min(in_features, out_features)
+    if rank > width:
+        raise ValueError(f"rank {rank} exceeds the layer's width min(in, out) = {width}")
+    wide = deep_factors(key, in_features, out_features, width, depth, eps)
+    w1 = wide[0]  # (k, in)
+    above = wide[-1].T  # W_L (out, k)
+    for f in reversed(wide[1:-1]):
+        above = above @ f.T  # W_{L:2} = W_L ⋯ W_2
+    grad_w1 = above.T @ gradient  # (k, in)
+    end_to_end = above @ w1  # W_{L:1}(0), (out, in)
+    left, right = compression.outer_factors(-grad_w1, w1, end_to_end, (eps,) * depth, rank // 2)
+    inner = [eps * jnp.eye(rank, dtype=jnp.float32)] * depth
+    return [right.T, *inner, left.T]
 
 
 def _encoder(model) -> BertModel:
@@ -190,8 +258,12 @@ def select_targets(model, targets: str | Sequence[str], min_side: int | None = N
     return chosen
 
 
-def apply_adapters(model, config: AdapterConfig) -> AdapterConfig:
+def apply_adapters(model, config: AdapterConfig, gradients: dict[str, Array] | None = None) -> AdapterConfig:
     """Attach adapters to the target layers of ``model`` (in place).
+
+    Args:
+      gradients: compressed Deep LoRA only: {layer name: ∂ℓ/∂W (out, in)} from one training
+        batch (``first_gradients``).
 
     Returns:
       the config with ``adapted`` filled in (the names, in model order).
@@ -199,13 +271,52 @@ def apply_adapters(model, config: AdapterConfig) -> AdapterConfig:
     names = select_targets(model, config.targets, config.min_side)
     layers = dict(_encoder(model).named_layers())
     key = jax.random.key(config.seed)
+    if config.kind == "deep-lora-compressed" and gradients is None:
+        raise ValueError("compressed Deep LoRA needs the first gradients (companion.lora.first_gradients)")
     for i, name in enumerate(names):
         layer = layers[name]
         if layer.adapter is not None:
             raise ValueError(f"{name} already has an adapter")
-        factors = lora_factors(jax.random.fold_in(key, i), layer.in_features, layer.out_features, config.rank)
-        layer.adapter = FactorChain(factors, config.scale)
+        k, n, m = jax.random.fold_in(key, i), layer.in_features, layer.out_features
+        outer = ()
+        if config.kind == "lora":
+            factors = lora_factors(k, n, m, config.rank)
+        elif config.kind == "deep-lora":
+            factors = deep_factors(k, n, m, min(n, m), config.depth, config.scale_init)
+        elif config.kind == "deep-lora-narrow":
+            if config.rank > min(n, m):
+                raise ValueError(f"rank {config.rank} exceeds the width min(in, out) = {min(n, m)} of {name}")
+            factors = deep_factors(k, n, m, config.rank, config.depth, config.scale_init)
+        else:
+            try:
+                factors = compressed_factors(k, n, m, config.rank, config.depth, config.scale_init, gradients[name])
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
+            outer = (True,) + (False,) * config.depth + (True,)
+        layer.adapter = FactorChain(factors, config.scale, outer)
     return _replace(config, adapted=tuple(names))
+
+
+def first_gradients(model, names: Sequence[str], loss_fn) -> dict[str, Array]:
+    """∂ℓ/∂W (out, in) for the named layers, from one call of ``loss_fn(model)`` (one batch).
+
+    Only those layers' base weights are differentiated (``nnx.grad`` with a path filter): the
+    memory is one dense gradient per adapted layer, never a wide adapter.
+    """
+    layers = dict(_encoder(model).named_layers())
+    by_id = {id(layers[n]): n for n in names}
+    paths = {}
+    for path, node in nnx.iter_graph(model):
+        if id(node) in by_id:
+            leaf = "embedding" if isinstance(node, Embed) else "kernel"
+            paths[tuple(path) + (leaf,)] = by_id[id(node)]
+    wanted = lambda path, _: tuple(path) in paths  # noqa: E731
+    grads = nnx.grad(loss_fn, argnums=nnx.DiffState(0, wanted))(model)
+    out = {}
+    for path, value in grads.flat_state():
+        g = jnp.asarray(value[...] if isinstance(value, nnx.Variable) else value)
+        out[paths[tuple(path)]] = g.T  # kernel (in, out) / table (num, features) → (out, in)
+    return out
 
 
 def _replace(config: AdapterConfig, **changes) -> AdapterConfig:
@@ -325,7 +436,8 @@ def load(model, folder: str | Path) -> AdapterConfig:
         if factors[0].shape[1] != layer.in_features or factors[-1].shape[-1] != layer.out_features:
             raise ValueError(f"{folder}: adapter of {name} has shape {factors[0].shape}…{factors[-1].shape}, "
                              f"layer is {layer.in_features} → {layer.out_features}")
-        layer.adapter = FactorChain(factors, config.scale)
+        outer = (True,) + (False,) * (count - 2) + (True,) if config.kind == "deep-lora-compressed" else ()
+        layer.adapter = FactorChain(factors, config.scale, outer)
     if isinstance(model, BertForSequenceClassification):
         if "classifier.kernel" not in tensors:
             raise ValueError(f"{folder}: no classifier head saved")
