@@ -99,3 +99,22 @@ def test_cli_finetune_errors(capsys, monkeypatch, args, message):
     code = main(["finetune", *args, "--steps", "1", "--json"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err
+
+
+def test_cli_compressed_deep_lora_with_numerical_ranks(capsys):
+    code = main(["finetune", "--task", "stsb", "--method", "deep-lora-compressed", "--samples", "16", "--steps", "2",
+                 "--rank", "4", "--targets", "query-value", "--inner-lr", "1e-2", "--eval-examples", "32",
+                 "--numerical-ranks", "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    r = json.loads(out.out)
+    assert r["trainable_params"] == 12 * ((384 + 384) * 4 + 3 * 4 * 4)  # (m+n)r + 3r² per layer
+    ranks = r["numerical_ranks"]
+    assert len(ranks) == 12 and all(isinstance(v, int) and 0 <= v <= 4 for v in ranks.values())
+
+
+def test_cli_odd_rank_for_compressed_is_an_error(capsys):
+    code = main(["finetune", "--task", "stsb", "--method", "deep-lora-compressed", "--rank", "7", "--steps", "1",
+                 "--json"])
+    err = capsys.readouterr().err
+    assert code == 2 and "rank 7 must be even" in err and len(err.strip().splitlines()) == 1

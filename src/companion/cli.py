@@ -96,7 +96,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
     ft = sub.add_parser("finetune", help="fine-tune BERT with adapters on a GLUE task")
     ft.add_argument("--task", required=True, help="cola, mnli, mrpc, qnli, qqp, rte, sst2, stsb")
-    ft.add_argument("--method", default="lora", choices=("lora", "full"))
+    ft.add_argument("--method", default="lora",
+                    choices=("lora", "deep-lora", "deep-lora-narrow", "deep-lora-compressed", "full"))
+    ft.add_argument("--depth", type=int, default=3, help="Deep LoRA factors (default 3)")
+    ft.add_argument("--gamma", type=float, default=0.01, help="compressed Deep LoRA: outer step ratio γ")
+    ft.add_argument("--inner-lr", type=float, help="compressed Deep LoRA: inner step (default: --lr)")
+    ft.add_argument("--numerical-ranks", action="store_true", help="also print each update's numerical rank")
     ft.add_argument("--samples", type=int, help="few-shot size, drawn with replacement (default: all)")
     ft.add_argument("--steps", type=int, default=500, help="optimizer steps (default 500)")
     ft.add_argument("--seed", type=int, default=0, help="fixes subset, init, dropout and order")
@@ -220,6 +225,7 @@ def _finetune(args: argparse.Namespace) -> dict:
             rank=args.rank, targets=args.targets, model=args.model, lr=args.lr, batch_size=args.batch_size,
             max_seq_length=args.max_seq_length, alpha=args.alpha, train_head=args.train_head,
             data_dir=args.data_dir, online=args.online, eval_examples=args.eval_examples,
+            depth=args.depth, gamma=args.gamma, inner_lr=args.inner_lr,
         )
         results = finetune(cfg, run_dir=args.run_dir, progress=not args.json and sys.stderr.isatty())
     except (ValueError, FileNotFoundError, FileExistsError) as e:
@@ -230,6 +236,8 @@ def _finetune(args: argparse.Namespace) -> dict:
     out = {k: results[k] for k in keys}
     out["final_train_loss"] = results["train_loss"][-1][1]
     out["first_train_loss"] = results["train_loss"][0][1]
+    if args.numerical_ranks and "numerical_ranks" in results:
+        out["numerical_ranks"] = results["numerical_ranks"]
     return out
 
 

@@ -28,7 +28,7 @@ from flax import nnx
 
 from companion import bert, data, lora, metrics
 
-METHODS = ("lora", "full")
+METHODS = ("lora", "deep-lora", "deep-lora-narrow", "deep-lora-compressed", "full")
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class FinetuneConfig:
     """One fine-tuning run (written to config.json beside its results)."""
 
     task: str  # GLUE task key: cola, mnli, mrpc, qnli, qqp, rte, sst2, stsb
-    method: str = "lora"  # "lora" (adapters only), "full" (every weight; reference)
+    method: str = "lora"  # an adapter kind of companion.lora.KINDS, or "full" (every weight; reference)
     samples: int | None = None  # few-shot size, drawn with replacement (None: full train split)
     steps: int = 500  # optimizer steps
     seed: int = 0  # fixes subset, head and adapter init, dropout, batch order
@@ -48,6 +48,10 @@ class FinetuneConfig:
     batch_size: int = 16  # paper: 16
     max_seq_length: int = 128  # paper: 128; longer train and validation examples are dropped
     alpha: float | None = None  # PEFT-style scaling α/r (None: the paper's unscaled LoRA)
+    depth: int = 3  # Deep LoRA factors (paper: 3)
+    scale_init: float = 1e-3  # Deep LoRA ε (paper: 1e-3)
+    gamma: float = 0.01  # compressed Deep LoRA: outer factors train with step γ·inner_lr (paper: 0.01)
+    inner_lr: float | None = None  # compressed Deep LoRA: step of the inner factors (default: lr)
     train_head: bool = False  # paper: the new head stays frozen at its random init
     eval_examples: int | None = None  # evaluate on the first N validation examples (None: all)
     data_dir: str | None = None  # GLUE folder (default: COMPANION_DATA_DIR)
@@ -68,10 +72,33 @@ class FinetuneConfig:
             raise ValueError(f"the learning rate must be > 0, got {self.lr}")
 
 
-def optimizer(cfg: FinetuneConfig) -> optax.GradientTransformation:
-    """AdamW with the paper's settings (PAPER.md §4)."""
-    schedule = cfg.lr if cfg.lr_end is None else optax.linear_schedule(cfg.lr, cfg.lr_end, cfg.steps)
+def _adamw(cfg: FinetuneConfig, lr: float) -> optax.GradientTransformation:
+    end = None if cfg.lr_end is None else cfg.lr_end * lr / cfg.lr
+    schedule = lr if end is None else optax.linear_schedule(lr, end, cfg.steps)
     return optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.0)
+
+
+def optimizer(cfg: FinetuneConfig) -> optax.GradientTransformation:
+    """AdamW with the paper's settings (PAPER.md §4).
+
+    Compressed Deep LoRA trains its inner factors with ``inner_lr`` and its outer factors with
+    the discrepant step γ·inner_lr (PAPER.md §2, §4); everything else uses ``lr``.
+    """
+    if cfg.method != "deep-lora-compressed":
+        return _adamw(cfg, cfg.lr)
+    inner = cfg.inner_lr if cfg.inner_lr is not None else cfg.lr
+    outer = optax.set_to_zero() if cfg.gamma == 0 else _adamw(cfg, cfg.gamma * inner)
+
+    def labels(params):
+        def label(v):
+            if isinstance(v, lora.OuterAdapter):
+                return "outer"
+            return "inner" if isinstance(v, lora.Adapter) else "other"
+
+        return jax.tree.map(label, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+    return optax.multi_transform({"inner": _adamw(cfg, inner), "outer": outer, "other": _adamw(cfg, cfg.lr)},
+                                 labels)
 
 
 def loss_function(task: data.GlueTask) -> Callable:
@@ -175,16 +202,30 @@ def prepare(cfg: FinetuneConfig, tokenizer) -> dict[str, Any]:
     }
 
 
-def build_model(cfg: FinetuneConfig, task: data.GlueTask):
-    """Pretrained backbone + new head (seeded) + adapters (seeded); returns (model, filter, adapter config)."""
+def build_model(cfg: FinetuneConfig, task: data.GlueTask, first_batch: data.Batch | None = None):
+    """Pretrained backbone + new head (seeded) + adapters (seeded); returns (model, filter, adapter config).
+
+    Compressed Deep LoRA takes its outer factors from one gradient on ``first_batch`` (the run's
+    first training batch), computed at the pretrained weights without dropout: the wide adapter
+    adds only O(ε^L) there, and one dropout draw should not pick the directions.
+    """
     num_labels = 1 if task.is_regression else len(task.label_names)
     model = bert.from_pretrained(cfg.model, num_labels, seed=cfg.seed, online=cfg.online)
     if cfg.method == "full":
         return model, nnx.Param, None
-    adapter_cfg = lora.apply_adapters(model, lora.AdapterConfig(
-        kind="lora", rank=cfg.rank, targets=cfg.targets, alpha=cfg.alpha, train_head=cfg.train_head,
-        seed=cfg.seed))
-    return model, lora.trainable_filter(cfg.train_head), adapter_cfg
+    adapter = lora.AdapterConfig(kind=cfg.method, rank=cfg.rank, depth=cfg.depth, scale_init=cfg.scale_init,
+                                 targets=cfg.targets, alpha=cfg.alpha, train_head=cfg.train_head, seed=cfg.seed)
+    gradients = None
+    if cfg.method == "deep-lora-compressed":
+        if first_batch is None:
+            raise ValueError("compressed Deep LoRA needs a training batch for its first gradient")
+        names = lora.select_targets(model, cfg.targets, adapter.min_side)
+        loss = loss_function(task)
+        b = _device(first_batch)
+        gradients = lora.first_gradients(
+            model, names,
+            lambda m: loss(m(b.input_ids, b.attention_mask, b.token_type_ids), b.labels, b.weight))
+    return model, lora.trainable_filter(cfg.train_head), lora.apply_adapters(model, adapter, gradients)
 
 
 def backbone_note(model_name: str) -> str:
@@ -220,10 +261,14 @@ def finetune(cfg: FinetuneConfig, run_dir: str | Path | None = None, progress: b
     tokenizer = bert.load_tokenizer(cfg.model, cfg.online)
     prepared = prepare(cfg, tokenizer)
     task = prepared["task"]
-    model, trainable, adapter_cfg = build_model(cfg, task)
+    stream = data.train_stream(prepared["train"], cfg.batch_size, cfg.seed)
+    first = next(stream)
+    t_build = time.perf_counter()
+    model, trainable, adapter_cfg = build_model(cfg, task, first)
+    build_time = time.perf_counter() - t_build  # includes compression for deep-lora-compressed
     trainer = Trainer(model, task, optimizer(cfg), trainable)
     initial = evaluate(trainer, prepared["validation"], prepared["validation_labels"], cfg.batch_size)
-    stream = data.train_stream(prepared["train"], cfg.batch_size, cfg.seed)
+    stream = _prepend(first, stream)
     key = jax.random.fold_in(jax.random.key(cfg.seed), 7)  # dropout keys for this run
     losses, times = [], []
     bar = _progress(cfg.steps, progress)
@@ -253,7 +298,10 @@ def finetune(cfg: FinetuneConfig, run_dir: str | Path | None = None, progress: b
         "n_validation": prepared["n_validation"], "dropped_validation": prepared["dropped_validation"],
         "backbone": backbone_note(cfg.model),
         "device": jax.devices()[0].platform,
+        "build_time_s": build_time,
     }
+    if adapter_cfg is not None:
+        results["numerical_ranks"] = lora.numerical_ranks(trainer.model())
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -261,6 +309,11 @@ def finetune(cfg: FinetuneConfig, run_dir: str | Path | None = None, progress: b
         if adapter_cfg is not None:
             lora.save(trainer.model(), adapter_cfg, run_dir / "adapter", extra={"base_model": cfg.model})
     return results
+
+
+def _prepend(first, rest):
+    yield first
+    yield from rest
 
 
 def _progress(total: int, enabled: bool):

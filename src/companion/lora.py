@@ -219,7 +219,7 @@ def compressed_factors(key: Array, in_features: int, out_features: int, rank: in
     grad_w1 = above.T @ gradient  # (k, in)
     end_to_end = above @ w1  # W_{L:1}(0), (out, in)
     left, right = compression.outer_factors(-grad_w1, w1, end_to_end, (eps,) * depth, rank // 2)
-    inner = [eps * jnp.eye(rank, dtype=jnp.float32)] * depth
+    inner = [eps * jnp.eye(rank, dtype=jnp.float32) for _ in range(depth)]  # distinct buffers
     return [right.T, *inner, left.T]
 
 
@@ -313,7 +313,7 @@ def first_gradients(model, names: Sequence[str], loss_fn) -> dict[str, Array]:
     wanted = lambda path, _: tuple(path) in paths  # noqa: E731
     grads = nnx.grad(loss_fn, argnums=nnx.DiffState(0, wanted))(model)
     out = {}
-    for path, value in grads.flat_state():
+    for path, value in nnx.to_flat_state(grads):
         g = jnp.asarray(value[...] if isinstance(value, nnx.Variable) else value)
         out[paths[tuple(path)]] = g.T  # kernel (in, out) / table (num, features) → (out, in)
     return out
@@ -342,6 +342,18 @@ def _adapted_layers(model):
     for name, layer in _encoder(model).named_layers():
         if layer.adapter is not None:
             yield name, layer
+
+
+def numerical_ranks(model, tol: float = 1e-3) -> dict[str, int]:
+    """Per adapted layer, the number of singular values of ΔW above ``tol`` (absolute).
+
+    PAPER.md §4's histogram counts a Deep LoRA update with ‖ΔW‖₂ ≤ 1e-3 as rank 0.
+    """
+    out = {}
+    for name, layer in _adapted_layers(model):
+        s = np.linalg.svd(np.asarray(layer.adapter.delta(), dtype=np.float64), compute_uv=False)
+        out[name] = int(np.sum(s > tol))
+    return out
 
 
 def merge(model) -> int:
