@@ -6,7 +6,9 @@ Each configuration runs in its own Python process, so its peak resident memory
 JSON line; ``run()`` starts them all and collects the lines.
 
 Setups: LoRA r = 8 on query-value and on all-dense (the 39 matrices of MiniLM with min side ≥
-384), and full fine-tuning for reference. Model: the packaged all-MiniLM-L6-v2 with a new
+384), and full fine-tuning for reference. ``run_deep()`` (``companion bench deep-lora``) times
+compressed Deep LoRA (r = 8, compression included in its build time) against vanilla LoRA on the
+same targets, ours only. Model: the packaged all-MiniLM-L6-v2 with a new
 1-output head (STS-B-like regression), batch 16, sequence 128, AdamW, dropout on. Inputs are
 random token ids (step time does not depend on the text). The PEFT LoRA uses lora_alpha = r
 (scale 1, the paper's unscaled LoRA) and no LoRA dropout.
@@ -22,6 +24,8 @@ import sys
 import time
 
 SETUPS = ("lora-query-value", "lora-all-dense", "full")
+# Issue 5: compressed Deep LoRA (r = 8) against vanilla LoRA (r = 8), same targets, in one run.
+DEEP_SETUPS = ("deep-lora-compressed-query-value", "deep-lora-compressed-all-dense")
 BATCH, SEQ, RANK = 16, 128, 8
 PEFT_TARGETS = {
     "lora-query-value": ["query", "value"],
@@ -51,21 +55,31 @@ def jax_one(setup: str, warmup: int = 2, repeats: int = 10) -> dict:
     import numpy as np
 
     from companion import bert, data, lora
-    from companion.finetune import FinetuneConfig, Trainer, loss_function, optimizer
+    from companion.finetune import FinetuneConfig, Trainer, optimizer
 
-    model = bert.from_pretrained("minilm", 1, seed=0)
-    if setup == "full":
-        trainable = bert.nnx.Param
-    else:
-        targets = "query-value" if setup == "lora-query-value" else "all-dense"
-        lora.apply_adapters(model, lora.AdapterConfig(rank=RANK, targets=targets, seed=0))
-        trainable = lora.trainable_filter(False)
-    task = data.TASKS["stsb"]
-    trainer = Trainer(model, task, optimizer(FinetuneConfig(task="stsb")), trainable)
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, 30000, (BATCH, SEQ)).astype(np.int32)
     batch = data.Batch(ids, np.ones_like(ids), np.zeros_like(ids), rng.uniform(0, 5, BATCH).astype(np.float32),
                        np.ones(BATCH, np.float32))
+    task = data.TASKS["stsb"]
+    cfg = FinetuneConfig(task="stsb")
+    compression_s = None
+    model = None if setup.startswith("deep-lora-compressed") else bert.from_pretrained("minilm", 1, seed=0)
+    if setup == "full":
+        trainable = bert.nnx.Param
+    else:
+        targets = "query-value" if setup.endswith("query-value") else "all-dense"
+        if setup.startswith("deep-lora-compressed"):
+            from companion.finetune import build_model
+
+            cfg = FinetuneConfig(task="stsb", method="deep-lora-compressed", targets=targets, rank=RANK)
+            t0 = time.perf_counter()
+            model, trainable, _ = build_model(cfg, task, batch)  # includes the compression
+            compression_s = time.perf_counter() - t0
+        else:
+            lora.apply_adapters(model, lora.AdapterConfig(rank=RANK, targets=targets, seed=0))
+            trainable = lora.trainable_filter(False)
+    trainer = Trainer(model, task, optimizer(cfg), trainable)
     key = jax.random.key(0)
     counter = iter(range(10**9))
 
@@ -75,7 +89,8 @@ def jax_one(setup: str, warmup: int = 2, repeats: int = 10) -> dict:
     times = _time_steps(step, warmup, repeats)
     params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(trainer.params)))
     return {"framework": "jax", "setup": setup, "step_time_s": statistics.median(times),
-            "step_times_s": times, "trainable_params": params, "peak_rss_mb": _peak_rss_mb()}
+            "step_times_s": times, "trainable_params": params, "peak_rss_mb": _peak_rss_mb(),
+            "build_and_compression_s": compression_s}
 
 
 def peft_one(setup: str, warmup: int = 2, repeats: int = 10) -> dict:
@@ -137,8 +152,26 @@ def run(frameworks=("jax", "pytorch+peft"), setups=SETUPS, repeats: int = 10) ->
             "target": "step_time_jax_over_peft <= 1 for the LoRA setups"}
 
 
+def run_deep(repeats: int = 10) -> dict:
+    """Compressed Deep LoRA vs vanilla LoRA (r = 8, same targets), ours only; target ratio ≤ 1.10."""
+    rows = []
+    for setup in ("lora-query-value", DEEP_SETUPS[0], "lora-all-dense", DEEP_SETUPS[1]):
+        proc = subprocess.run([sys.executable, "-m", "companion.lora_bench", "one", "jax", setup, str(repeats)],
+                              capture_output=True, text=True)
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else
+                    {"setup": setup, "error": proc.stderr.strip().splitlines()[-1]})
+    by = {r["setup"]: r for r in rows}
+    ratios = {t: by[f"deep-lora-compressed-{t}"]["step_time_s"] / by[f"lora-{t}"]["step_time_s"]
+              for t in ("query-value", "all-dense")
+              if "error" not in by[f"deep-lora-compressed-{t}"] and "error" not in by[f"lora-{t}"]}
+    return {"batch": BATCH, "sequence": SEQ, "rank": RANK, "results": rows,
+            "step_time_compressed_over_lora": ratios, "target": 1.10}
+
+
 if __name__ == "__main__":
-    if len(sys.argv) >= 4 and sys.argv[1] == "one":
+    if len(sys.argv) >= 2 and sys.argv[1] == "deep":
+        print(json.dumps(run_deep(), indent=2))
+    elif len(sys.argv) >= 4 and sys.argv[1] == "one":
         fw, setup = sys.argv[2], sys.argv[3]
         repeats = int(sys.argv[4]) if len(sys.argv) > 4 else 10
         fn = jax_one if fw == "jax" else peft_one
