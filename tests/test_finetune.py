@@ -118,3 +118,21 @@ def test_cli_odd_rank_for_compressed_is_an_error(capsys):
                  "--json"])
     err = capsys.readouterr().err
     assert code == 2 and "rank 7 must be even" in err and len(err.strip().splitlines()) == 1
+
+
+def test_seeds_in_parallel_match_sequential_runs():
+    """jax.vmap over seeds gives each seed the numbers of its own sequential run."""
+    from companion.finetune import finetune_seeds
+
+    cfg = FinetuneConfig(task="stsb", samples=16, steps=3, targets="query-value", eval_examples=48)
+    together = finetune_seeds(cfg, [0, 1], log_every=1)
+    for i, seed in enumerate((0, 1)):
+        alone = finetune(FinetuneConfig(task="stsb", samples=16, steps=3, targets="query-value",
+                                        eval_examples=48, seed=seed), log_every=1)
+        run = together["runs"][i]
+        np.testing.assert_allclose([v for _, v in run["train_loss"]], [v for _, v in alone["train_loss"]],
+                                   rtol=1e-5, atol=1e-5)
+        assert run["value"] == pytest.approx(alone["value"], abs=1e-5)
+        assert run["initial_value"] == pytest.approx(alone["initial_value"], abs=1e-5)
+    with pytest.raises(ValueError, match="distinct seeds"):
+        finetune_seeds(cfg, [1, 1])

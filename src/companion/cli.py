@@ -91,7 +91,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cm.add_argument("--json", action="store_true", help="print one JSON object")
 
     bn = sub.add_parser("bench", help="speed benchmarks, printed as JSON")
-    bn.add_argument("what", choices=("completion", "lora", "deep-lora"))
+    bn.add_argument("what", choices=("completion", "lora", "deep-lora", "seeds"))
     bn.add_argument("--quick", action="store_true", help="smaller sizes, for a fast check")
 
     ft = sub.add_parser("finetune", help="fine-tune BERT with adapters on a GLUE task")
@@ -287,7 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 from companion import lora_bench
 
-                print(json.dumps(lora_bench.run() if args.what == "lora" else lora_bench.run_deep(), indent=2))
+                run = {"lora": lora_bench.run, "deep-lora": lora_bench.run_deep, "seeds": lora_bench.run_seeds}
+                print(json.dumps(run[args.what](), indent=2))
         elif args.command == "reproduce":
             print(json.dumps(_reproduce(args), indent=2))
     except UsageError as e:

@@ -152,6 +152,21 @@ def run(frameworks=("jax", "pytorch+peft"), setups=SETUPS, repeats: int = 10) ->
             "target": "step_time_jax_over_peft <= 1 for the LoRA setups"}
 
 
+def run_seeds(seeds: int = 4, steps: int = 6, task: str = "stsb") -> dict:
+    """Seeds in parallel: one vectorised step for ``seeds`` seeds against ``seeds`` sequential steps.
+
+    Real data (COMPANION_DATA_DIR), LoRA r = 8 on query-value, 16 samples per seed, batch 16.
+    """
+    from companion.finetune import FinetuneConfig, finetune, finetune_seeds
+
+    cfg = FinetuneConfig(task=task, samples=16, steps=steps, targets="query-value", eval_examples=16)
+    together = finetune_seeds(cfg, list(range(seeds)))
+    alone = finetune(cfg)
+    sequential = seeds * alone["step_time_s"]
+    return {"seeds": seeds, "vmapped_step_s": together["step_time_s"], "one_seed_step_s": alone["step_time_s"],
+            "sequential_step_s": sequential, "speedup": sequential / together["step_time_s"]}
+
+
 def run_deep(repeats: int = 10) -> dict:
     """Compressed Deep LoRA vs vanilla LoRA (r = 8, same targets), ours only; target ratio ≤ 1.10."""
     rows = []
