@@ -20,3 +20,7 @@ def test_book_builds_without_warnings(smoke_executions, tmp_path):
         assert (html / page).exists(), page
     chapter = (html / "book/executed/01_theorem.html").read_text()
     assert chapter.count("<img") >= 4  # the four figures, rendered from executed outputs
+    for name in ("01_theorem", "03_compressed_trajectories", "04_matrix_completion"):
+        page = (html / f"book/executed/{name}.html").read_text()
+        # The paper-vs-ours table is a rendered table, not Markdown pipes printed as text.
+        assert "<table" in page and "| paper (PAPER.md" not in page, name
