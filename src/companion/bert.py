@@ -21,7 +21,7 @@ import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -253,7 +253,6 @@ class BertForSequenceClassification(nnx.Module):
 # ---------------------------------------------------------------------------------------------
 # Checkpoints.
 
-_NORMS = {"embeddings.LayerNorm": lambda m: m.embedding_norm}
 _IGNORED = ("embeddings.position_ids",)  # a buffer some checkpoints store, not a parameter
 
 

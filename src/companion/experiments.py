@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from companion import factorization, theory
-from companion.configs import FactorizationSetting, ProofConfig, TheoremConfig
+from companion.configs import FactorizationSetting, ProofConfig
 
 
 @dataclass(frozen=True)
@@ -344,7 +344,6 @@ def compress_point(s: FactorizationSetting, rank_estimate: int | None = None) ->
         raise ValueError(f"gradient descent diverged with step size {s.lr}; lower the step size")
     rho = np.asarray(theory.rho_trajectory(s.scales, s.lr, s.weight_decay, s.steps))[:: s.record_every]
     exact = np.sqrt(s.width - 2 * r_hat) * np.abs(np.prod(rho, axis=1))
-    k = 2 * r_hat
     return {
         "max_gap_over_bound": float(np.max(gap**2) / compression.gap_bound(s.width, r_hat, s.scales)),
         "max_rel_err_vs_exact": float(np.max(np.abs(gap - exact) / exact)),

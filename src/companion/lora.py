@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from companion.bert import BertForSequenceClassification, BertModel, Embed, Head, Linear
+from companion.bert import BertForSequenceClassification, BertModel, Embed, Head
 
 Array = jax.Array
 TARGET_SETS = ("query-value", "attention-mlp", "all-dense")

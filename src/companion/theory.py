@@ -101,7 +101,6 @@ def invariant_subspace(weights0: Array, target: Array) -> Array:
     a = above.T @ target
     stacked = jnp.concatenate([a, a.T @ weights0[0]], axis=0)
     _, s, vt = np.linalg.svd(np.asarray(stacked))
-    d = weights0.shape[-1]
     threshold = max(stacked.shape) * np.finfo(np.float64).eps * (s[0] if s.size else 0.0)
     rank = int(np.sum(s > threshold))
     return jnp.asarray(vt[rank:].T)
