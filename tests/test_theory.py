@@ -104,3 +104,12 @@ def test_counts_and_deviation_helpers():
     # A negative ρ (step size past 1/∏ρ²) is a block with singular value |ρ|.
     assert int(theory.count_equal_to_rho(sv, -rho, 1e-8)[0]) == 2
     assert list(np.asarray(theory.rho_group(sv, rho, 2)[0])) == [False, True, True, False]
+
+
+def test_papers_own_check():
+    """PAPER.md §1: d=40, r*=3, L=3, ε=0.5, η=0.1, λ=1e-3, 300 steps, float64 — exactly 34
+    singular values of each layer equal ρ_l(t) to 1e-9 relative."""
+    s = FactorizationSetting(width=40, rank=3, depth=3, scales=(0.5,) * 3, lr=0.1, weight_decay=1e-3, steps=300)
+    run = run_theorem(s, rtol=1e-9, angles=False)
+    assert run.counts[1:].min() == 34 and run.counts[1:].max() == 34
+    assert run.rel_dev.max() < 1e-12
