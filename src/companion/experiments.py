@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from companion import factorization, theory
-from companion.configs import FactorizationSetting, ProofConfig
+from companion import completion, compression, factorization, theory
+from companion.configs import CompletionConfig, FactorizationSetting, ProofConfig, TrajectoryConfig
 
 
 @dataclass(frozen=True)
@@ -191,8 +191,6 @@ def run_proof(config: ProofConfig) -> list[ProofRun]:
 # ---------------------------------------------------------------------------------------------
 # Chapters 3 and 4: compression and deep matrix completion (PAPER.md §2–3).
 
-from companion import completion, compression  # noqa: E402
-from companion.configs import CompletionConfig, TrajectoryConfig  # noqa: E402
 
 
 def problem_key(seed: int) -> jax.Array:

@@ -159,13 +159,19 @@ class Trainer:
         out = []
         for batch in data.batches(arrays, batch_size, shuffle=False, seed=None, drop_remainder=False):
             logits = np.asarray(self._predict(self.params, self.frozen, _device(batch)))
-            keep = np.asarray(batch.weight) > 0
-            out.append(logits[keep, 0] if self.task.is_regression else logits[keep].argmax(-1))
+            out.append(_to_predictions(logits, batch.weight, self.task))
         return np.concatenate(out)
 
     def model(self):
         """The trained model (a fresh NNX object from the current state)."""
         return nnx.merge(self.graphdef, self.params, self.frozen)
+
+
+def _to_predictions(logits: np.ndarray, weight: np.ndarray, task: data.GlueTask) -> np.ndarray:
+    """(B, labels) logits → predictions of the real rows (weight > 0): the score for regression,
+    else the class index."""
+    keep = np.asarray(weight) > 0
+    return logits[keep, 0] if task.is_regression else logits[keep].argmax(-1)
 
 
 def _device(batch: data.Batch) -> data.Batch:
@@ -392,9 +398,8 @@ def finetune_seeds(cfg: FinetuneConfig, seeds: list[int], log_every: int = 10) -
         outs = []
         for batch in data.batches(per_seed[0]["validation"], cfg.batch_size, shuffle=False, seed=None,
                                   drop_remainder=False):
-            logits = np.asarray(vpredict(p, heads, _device(batch)))
-            keep = np.asarray(batch.weight) > 0
-            outs.append(logits[:, keep, 0] if task.is_regression else logits[:, keep].argmax(-1))
+            logits = np.asarray(vpredict(p, heads, _device(batch)))  # (seeds, B, labels)
+            outs.append(np.stack([_to_predictions(x, batch.weight, task) for x in logits]))
         preds = np.concatenate(outs, axis=1)
         return [metrics.compute(task.metrics, pr, per_seed[0]["validation_labels"]) for pr in preds]
 
