@@ -5,6 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 BOOK_FLAGS ?= --warningiserror --keep-going
+# GLUE for chapters 6–7: an explicit COMPANION_DATA_DIR wins; else ../shared/data/glue if present.
+COMPANION_DATA_DIR ?= $(wildcard $(abspath ..)/shared/data/glue)
+export COMPANION_DATA_DIR
 
 .PHONY: setup notebooks book test baselines clean
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -346,7 +346,8 @@ def read_checkpoint(folder: Path) -> tuple[BertConfig, dict[str, np.ndarray]]:
 
 
 def from_pretrained(name_or_path: str, num_labels: int | None = None, *, seed: int = 0,
-                    online: bool | None = None) -> BertModel | BertForSequenceClassification:
+                    online: bool | None = None, num_layers: int | None = None
+                    ) -> BertModel | BertForSequenceClassification:
     """A pretrained BERT (``num_labels=None``) or BERT with a new random classifier head.
 
     Args:
@@ -354,9 +355,18 @@ def from_pretrained(name_or_path: str, num_labels: int | None = None, *, seed: i
       num_labels: classes of the head (1 = regression); None returns the bare BertModel.
       seed: initialises the head (and nothing else: the encoder is pretrained).
       online: allow the hub download (default: COMPANION_ONLINE).
+      num_layers: keep only the first k encoder layers (a toy-size model for quick CPU runs;
+        None keeps all of them). The embeddings, the kept layers and the pooler stay pretrained.
     """
     folder = resolve(name_or_path, online)
     config, weights = read_checkpoint(folder)
+    if num_layers is not None:
+        total = config.num_hidden_layers
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or not 1 <= num_layers <= total:
+            raise ValueError(f"num_layers must be an integer in 1…{total} for {name_or_path!r}, got {num_layers!r}")
+        config = replace(config, num_hidden_layers=num_layers)
+        dropped = tuple(f"encoder.layer.{i}." for i in range(num_layers, total))
+        weights = {k: v for k, v in weights.items() if not k.removeprefix("bert.").startswith(dropped)}
     rngs = nnx.Rngs(seed)
     if num_labels is None:
         model = BertModel(config, rngs=rngs)

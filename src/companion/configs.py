@@ -212,3 +212,124 @@ class CompletionConfig:
             depth_hidden=(10, 20, 30, 40, 50, 60, 70, 80, 90, 100),
             depth_lr=((3, 3e2), (2, 1e2)), depth_budget=60_000, depth_tol=1e-10,
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Deep LoRA chapters (PAPER.md §4). The smoke profile keeps every code path at toy size on a
+# CPU: the first 2 of MiniLM's 6 layers, query-value targets (Figure 1: attention+MLP), batches
+# of 8 sequences of at most 32 tokens (longer examples dropped, as the paper drops those over
+# 128), a 96-example validation subset, a few dozen steps and a larger step (1e-3) so that
+# those steps move the adapters. Its numbers are regression checks, not replications.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdaptationSetting:
+    """What every fine-tuning run of chapters 5–7 shares (PAPER.md §4, "Training")."""
+
+    model: str  # backbone: "auto" (bert-base-cased if it can be loaded, else the packaged MiniLM), a name or folder
+    num_layers: int | None  # keep the first k encoder layers (smoke); None: all (paper)
+    max_seq_length: int  # paper: 128; longer train and validation examples are dropped
+    batch_size: int  # paper: 16
+    lr: float  # AdamW step (paper: 1e-4, constant)
+    eval_examples: int | None  # validation examples scored (None: the full split, paper)
+    targets: str  # adapted matrices (paper's few-shot and GLUE runs: all-dense)
+    rank: int = 8  # vanilla LoRA rank (paper: 8)
+    depth: int = 3  # Deep LoRA factors (paper: 3)
+    scale_init: float = 1e-3  # Deep LoRA ε (paper: 1e-3)
+    online: bool = False  # allow hub downloads (bert-base-cased, GLUE); offline is the default
+    data_dir: str | None = None  # GLUE folder (default: COMPANION_DATA_DIR)
+
+    @classmethod
+    def for_profile(cls, profile: str, **changes: Any) -> "AdaptationSetting":
+        _check_profile_name(profile)
+        if profile == "smoke":
+            base = cls(model="minilm", num_layers=2, max_seq_length=32, batch_size=8, lr=1e-3,
+                       eval_examples=96, targets="query-value")
+        else:  # PAPER.md §4
+            base = cls(model="auto", num_layers=None, max_seq_length=128, batch_size=16, lr=1e-4,
+                       eval_examples=None, targets="all-dense")
+        return dataclasses.replace(base, **changes)
+
+
+@dataclass(frozen=True)
+class SubspaceConfig:
+    """Chapter 5 (notebooks/05_invariant_subspaces_bert.ipynb): the paper's Figure 1."""
+
+    setting: AdaptationSetting  # shared fine-tuning settings (targets: attention-mlp)
+    task: str  # paper: STS-B, full training split
+    steps: int  # paper: 2000
+    lr_end: float  # linear decay of the step to this value (paper: 1e-4 → 1e-5)
+    record_every: int  # steps between snapshots of every ΔW's singular subspaces
+    top_values: int = 10  # singular values shown per ΔW (paper: top 10)
+    subspace_rank: int = 8  # dimension of the compared singular subspaces (paper: top 8)
+    seed: int = 0  # fixes head, adapters, dropout and batch order
+
+    @classmethod
+    def for_profile(cls, profile: str, **setting: Any) -> "SubspaceConfig":
+        """``setting``: changes to the shared AdaptationSetting (e.g. online=True)."""
+        _check_profile_name(profile)
+        # Figure 1 adapts attention+MLP with wide depth-3 Deep LoRA (PAPER.md §4).
+        setting = AdaptationSetting.for_profile(profile, **{"targets": "attention-mlp", **setting})
+        if profile == "smoke":
+            return cls(setting=setting, task="stsb", steps=60, lr_end=1e-4, record_every=5)
+        return cls(setting=setting, task="stsb", steps=2000, lr_end=1e-5, record_every=50)
+
+
+@dataclass(frozen=True)
+class FewShotConfig:
+    """Chapter 6 (notebooks/06_fewshot_stsb.ipynb): few-shot STS-B, numerical ranks, rank
+    robustness, and compressed vs wide vs random-narrow (PAPER.md §4)."""
+
+    setting: AdaptationSetting  # shared fine-tuning settings
+    samples: tuple[int, ...]  # few-shot sizes of the curve (paper: 16, 64, 256)
+    seeds: int  # seeds per size and method, paired (paper: 20)
+    steps: int  # steps of the curve runs (paper: 500)
+    ranks: tuple[int, ...]  # rank-robustness sweep (paper: 8, 16, 32, 64)
+    rank_seeds: int  # seeds per rank (paper: 5)
+    rank_samples: int  # few-shot size of the sweep (paper: 16)
+    rank_steps: int  # steps of the sweep (paper: 200)
+    compare_samples: int  # few-shot size of compressed vs wide vs narrow (paper: 16)
+    compare_steps: int  # steps of that comparison (paper: 200)
+    compare_eval_every: int  # steps between its validation scores (paper reports 20/40/80/200)
+    compressed_inner_lr: float = 1e-2  # paper: compressed inner factors train with 1e-2
+    gamma: float = 0.01  # paper: outer factors with γ × the inner step
+    deep_method: str = "deep-lora"  # the few-shot "deep" runs: wide, as the paper's reported runs
+
+    @classmethod
+    def for_profile(cls, profile: str, **setting: Any) -> "FewShotConfig":
+        """``setting``: changes to the shared AdaptationSetting (e.g. online=True)."""
+        _check_profile_name(profile)
+        if profile == "smoke":
+            return cls(setting=AdaptationSetting.for_profile(profile, **setting), samples=(16, 64), seeds=2, steps=30,
+                       ranks=(8, 32), rank_seeds=2, rank_samples=16, rank_steps=30,
+                       compare_samples=16, compare_steps=30, compare_eval_every=5)
+        return cls(setting=AdaptationSetting.for_profile(profile, **setting), samples=(16, 64, 256), seeds=20, steps=500,
+                   ranks=(8, 16, 32, 64), rank_seeds=5, rank_samples=16, rank_steps=200,
+                   compare_samples=16, compare_steps=200, compare_eval_every=10)
+
+
+@dataclass(frozen=True)
+class GlueLimitedConfig:
+    """Chapter 7 (notebooks/07_glue_limited_data.ipynb): limited-data GLUE, Deep LoRA − LoRA
+    paired by seed (PAPER.md §4)."""
+
+    setting: AdaptationSetting  # shared fine-tuning settings
+    samples: int  # training examples per task, drawn with replacement (paper: 1024)
+    seeds: int  # paired seeds per task (paper: 10)
+    steps: int  # steps per run (paper: 1000)
+    steps_by_task: tuple[tuple[str, int], ...] = ()  # exceptions (paper: SST-2 600)
+    tasks: tuple[str, ...] = ()  # () = every task whose data is present
+    deep_method: str = "deep-lora"  # wide, as the paper's reported runs
+
+    @classmethod
+    def for_profile(cls, profile: str, **setting: Any) -> "GlueLimitedConfig":
+        """``setting``: changes to the shared AdaptationSetting (e.g. online=True)."""
+        _check_profile_name(profile)
+        if profile == "smoke":
+            return cls(setting=AdaptationSetting.for_profile(profile, **setting), samples=64, seeds=2, steps=25)
+        return cls(setting=AdaptationSetting.for_profile(profile, **setting), samples=1024, seeds=10, steps=1000,
+                   steps_by_task=(("sst2", 600),))
+
+    def steps_for(self, task: str) -> int:
+        return dict(self.steps_by_task).get(task, self.steps)

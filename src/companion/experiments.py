@@ -5,6 +5,7 @@ Notebooks and the command line call these; they hold no plotting and no file out
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -13,8 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from companion import completion, compression, factorization, theory
-from companion.configs import CompletionConfig, FactorizationSetting, ProofConfig, TrajectoryConfig
+from companion import completion, compression, data, factorization, finetune, lora, theory
+from companion.configs import (AdaptationSetting, CompletionConfig, FactorizationSetting, FewShotConfig,
+                               GlueLimitedConfig, ProofConfig, SubspaceConfig, TrajectoryConfig)
 
 
 @dataclass(frozen=True)
@@ -353,3 +355,254 @@ def compress_point(s: FactorizationSetting, rank_estimate: int | None = None) ->
         "rank_estimate": r_hat,
         "wall_time_s": round(time.perf_counter() - start, 3),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Deep LoRA chapters (PAPER.md §4): BERT fine-tuning experiments of chapters 5–7. Every run goes
+# through ``finetune.finetune_seeds`` (seeds of one setting vectorised with jax.vmap).
+# ---------------------------------------------------------------------------------------------
+
+
+def finetune_config(setting: AdaptationSetting, task: str, method: str, backbone: str, *,
+                    steps: int, samples: int | None, **changes: Any) -> finetune.FinetuneConfig:
+    """The ``FinetuneConfig`` of one run of chapters 5–7 (the shared settings plus the run's)."""
+    s = setting
+    return finetune.FinetuneConfig(
+        task=task, method=method, samples=samples, steps=steps, rank=s.rank, targets=s.targets,
+        model=backbone, num_layers=s.num_layers, lr=s.lr, batch_size=s.batch_size,
+        max_seq_length=s.max_seq_length, depth=s.depth, scale_init=s.scale_init,
+        eval_examples=s.eval_examples, data_dir=s.data_dir, online=s.online, **changes)
+
+
+def subspace_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean cosine of the principal angles between span(a) and span(b) (Figure 1's "cosine").
+
+    Args:
+      a, b: (n, k) matrices with orthonormal columns (top-k singular vectors).
+
+    Returns:
+      (1/k) Σ_i cos θ_i ∈ [0, 1], where cos θ_i are the singular values of aᵀb: 1 when the two
+      subspaces coincide, 0 when they are orthogonal.
+    """
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"compare two (n, k) bases of equal shape, got {a.shape} and {b.shape}")
+    s = np.linalg.svd(a.T @ b, compute_uv=False)
+    return float(np.mean(np.clip(s, 0.0, 1.0)))
+
+
+@dataclass(frozen=True)
+class SubspaceRun:
+    """Everything chapter 5 (Figure 1) plots, for the A adapted layers at R snapshots.
+
+    Attributes:
+      steps: (R,) snapshot steps (0 = before training, the last = the final step).
+      layers: the A adapted layer names.
+      top_values: (A, k) the top-k singular values of every ΔW at the end.
+      cos_left, cos_right: (R, A) mean cosine of the principal angles between the top-r left
+        (output-side) / right (input-side) singular subspace of ΔW(t) and that of the final ΔW.
+      loss_steps, loss: the training loss (every logged step).
+      result: the run's ``finetune_seeds`` entry (score, initial score, counts, backbone, …).
+      wall_time_s: seconds for the run and its snapshots.
+    """
+
+    steps: np.ndarray
+    layers: tuple[str, ...]
+    top_values: np.ndarray
+    cos_left: np.ndarray
+    cos_right: np.ndarray
+    loss_steps: np.ndarray
+    loss: np.ndarray
+    result: dict
+    wall_time_s: float
+
+
+def run_subspaces(cfg: SubspaceConfig) -> SubspaceRun:
+    """Fine-tune with wide Deep LoRA and follow the singular subspaces of every ΔW (Figure 1).
+
+    At every ``record_every`` steps each adapted layer's ΔW = W_3 W_2 W_1 (paper layout
+    (out, in)) is decomposed in float64 and its top ``subspace_rank`` left and right singular
+    vectors kept; afterwards each snapshot is compared with the final one (``subspace_cosine``).
+    """
+    start = time.perf_counter()
+    backbone = finetune.choose_backbone(cfg.setting.model, cfg.setting.online)
+    run_cfg = finetune_config(cfg.setting, cfg.task, "deep-lora", backbone, steps=cfg.steps, samples=None,
+                              seed=cfg.seed, lr_end=cfg.lr_end)
+    k = cfg.subspace_rank
+    snaps: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    names: list[str] = []
+
+    def observe(step, _seed_index, model):
+        names[:] = [n for n, _ in lora.adapted_layers(model)]
+        bases = []
+        for _, layer in lora.adapted_layers(model):
+            delta = np.asarray(layer.adapter.delta(), dtype=np.float64).T  # (out, in), the paper's layout
+            u, s, vt = np.linalg.svd(delta, full_matrices=False)
+            bases.append((u[:, :k], vt[:k].T, s[: cfg.top_values]))
+        snaps[step] = bases
+
+    record = sorted(set(range(0, cfg.steps + 1, cfg.record_every)) | {cfg.steps})
+    out = finetune.finetune_seeds(run_cfg, [cfg.seed], log_every=max(1, cfg.steps // 300),
+                                  observe_at=record, observe=observe)
+    final = snaps[cfg.steps]
+    cos_left = np.array([[subspace_cosine(u, fu) for (u, _, _), (fu, _, _) in zip(snaps[t], final)] for t in record])
+    cos_right = np.array([[subspace_cosine(v, fv) for (_, v, _), (_, fv, _) in zip(snaps[t], final)] for t in record])
+    run = out["runs"][0]
+    loss = np.array(run["train_loss"], dtype=np.float64)
+    return SubspaceRun(steps=np.array(record), layers=tuple(names),
+                       top_values=np.array([s for _, _, s in final]), cos_left=cos_left, cos_right=cos_right,
+                       loss_steps=loss[:, 0].astype(int), loss=loss[:, 1], result=run,
+                       wall_time_s=time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class FewShotStudy:
+    """Everything chapter 6 plots.
+
+    Attributes:
+      curve: one row per (method, samples, seed): the validation score (paper: Pearson).
+      ranks: {method: numerical rank of every adapted ΔW} at the largest sample size, seed 0.
+      rank_sweep: one row per (method, rank, seed): the score.
+      compare: {variant: {"curve": [(step, score)], "loss": [(step, loss)]}} for compressed,
+        wide and random-narrow Deep LoRA.
+      backbone: the backbone's description.
+      n_validation: validation examples scored.
+      wall_time_s: seconds for the whole study.
+    """
+
+    curve: list[dict]
+    ranks: dict[str, list[int]]
+    rank_sweep: list[dict]
+    compare: dict[str, dict]
+    backbone: str
+    n_validation: int
+    wall_time_s: float
+
+
+def run_fewshot_study(cfg: FewShotConfig) -> FewShotStudy:
+    """Few-shot STS-B (PAPER.md §4): vanilla LoRA r vs Deep LoRA over sample sizes, the
+    numerical ranks of their updates, the rank-robustness sweep and compressed vs wide vs
+    random-narrow. Vanilla and deep runs are paired by seed (same subset, head, batches)."""
+    start = time.perf_counter()
+    s = cfg.setting
+    backbone = finetune.choose_backbone(s.model, s.online)
+    seeds = list(range(cfg.seeds))
+    curve, ranks = [], {}
+    for n in cfg.samples:
+        for method in ("lora", cfg.deep_method):
+            c = finetune_config(s, "stsb", method, backbone, steps=cfg.steps, samples=n)
+            out = finetune.finetune_seeds(c, seeds, numerical_ranks=n == max(cfg.samples))
+            for run in out["runs"]:
+                curve.append(dict(method=method, samples=n, seed=run["seed"], value=run["value"],
+                                  initial_value=run["initial_value"]))
+                if "numerical_ranks" in run and run["seed"] == 0:
+                    ranks[method] = list(run["numerical_ranks"].values())
+    n_validation = out["runs"][0]["n_validation"]
+    sweep = []
+    for r in cfg.ranks:
+        # Paper: narrow depth-3 Deep LoRA of width r against vanilla LoRA of rank r.
+        for method in ("lora", "deep-lora-narrow"):
+            c = dataclasses.replace(finetune_config(s, "stsb", method, backbone, steps=cfg.rank_steps,
+                                                    samples=cfg.rank_samples), rank=r)
+            out = finetune.finetune_seeds(c, list(range(cfg.rank_seeds)))
+            sweep += [dict(method=method, rank=r, seed=run["seed"], value=run["value"]) for run in out["runs"]]
+    compare = {}
+    every = cfg.compare_eval_every
+    evals = tuple(range(every, cfg.compare_steps, every))
+    variants = {
+        "compressed": dict(method="deep-lora-compressed", inner_lr=cfg.compressed_inner_lr, gamma=cfg.gamma),
+        "wide": dict(method="deep-lora"),
+        "random-narrow": dict(method="deep-lora-narrow"),
+    }
+    for name, kw in variants.items():
+        method = kw.pop("method")
+        c = finetune_config(s, "stsb", method, backbone, steps=cfg.compare_steps, samples=cfg.compare_samples, **kw)
+        run = finetune.finetune_seeds(c, [0], log_every=1, eval_at=evals)["runs"][0]
+        compare[name] = {"curve": run["curve"], "loss": run["train_loss"]}
+    return FewShotStudy(curve=curve, ranks=ranks, rank_sweep=sweep, compare=compare,
+                        backbone=finetune.backbone_note(backbone, s.num_layers), n_validation=n_validation,
+                        wall_time_s=time.perf_counter() - start)
+
+
+def paired_deltas(rows: list[dict], deep: str, vanilla: str = "lora") -> dict[str, Any]:
+    """Δ = deep − vanilla per seed, per task and overall (PAPER.md §4's limited-data table).
+
+    Args:
+      rows: dicts with task, method, seed, value; every (task, seed) must have both methods.
+
+    Returns:
+      {"per_task": {task: {"deltas": [Δ per seed], "mean", "std", "seeds"}}, "overall_mean" (mean
+      of every per-seed Δ), "pooled_std" (√ of the seed-count-weighted mean of the per-task
+      variances, ddof 1)}.
+
+    Raises:
+      ValueError: a (task, seed) lacks one of the two methods.
+    """
+    by = {(r["task"], r["seed"], r["method"]): r["value"] for r in rows}
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    per_task, all_d, num, den = {}, [], 0.0, 0
+    for t in tasks:
+        seeds = sorted({s for (tt, s, _) in by if tt == t})
+        missing = [s for s in seeds if (t, s, deep) not in by or (t, s, vanilla) not in by]
+        if missing:
+            raise ValueError(f"task {t}: seeds {missing} lack a {deep} or {vanilla} run; Δ needs pairs")
+        d = np.array([by[(t, s, deep)] - by[(t, s, vanilla)] for s in seeds])
+        std = float(np.std(d, ddof=1)) if len(d) > 1 else float("nan")
+        per_task[t] = {"deltas": d.tolist(), "mean": float(d.mean()), "std": std, "seeds": len(d)}
+        all_d += d.tolist()
+        if len(d) > 1:
+            num += (len(d) - 1) * std**2
+            den += len(d) - 1
+    return {"per_task": per_task, "overall_mean": float(np.mean(all_d)),
+            "pooled_std": float(np.sqrt(num / den)) if den else float("nan")}
+
+
+@dataclass(frozen=True)
+class GlueStudy:
+    """Chapter 7: every run's score and the paired differences.
+
+    Attributes:
+      rows: one per (task, method, seed): task, method, seed, value, metric, steps.
+      deltas: ``paired_deltas(rows, deep)``.
+      tasks: the tasks run; absent: the tasks without data here (listed, not run).
+      backbone: the backbone's description.
+      wall_time_s: seconds.
+    """
+
+    rows: list[dict]
+    deltas: dict[str, Any]
+    tasks: tuple[str, ...]
+    absent: tuple[str, ...]
+    backbone: str
+    wall_time_s: float
+
+
+def run_glue_limited(cfg: GlueLimitedConfig) -> GlueStudy:
+    """Limited-data GLUE (PAPER.md §4): per task, vanilla LoRA and Deep LoRA on the same
+    ``samples`` examples (drawn with replacement by each seed), paired by seed."""
+    start = time.perf_counter()
+    s = cfg.setting
+    backbone = finetune.choose_backbone(s.model, s.online)
+    if s.online:
+        present, absent = list(data.TASKS), []
+    else:
+        present, absent = data.available_tasks(s.data_dir), data.missing_tasks(s.data_dir)
+    tasks = list(cfg.tasks) or present
+    unknown = [t for t in tasks if t not in data.TASKS]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; choose from {', '.join(data.TASKS)}")
+    lacking = [t for t in tasks if t not in present]
+    if lacking:
+        raise FileNotFoundError(f"no GLUE data for {lacking} in {data.data_dir(s.data_dir)}; "
+                                "set COMPANION_DATA_DIR, go online, or leave them out of tasks")
+    if not tasks:
+        raise FileNotFoundError(f"no GLUE task has data in {data.data_dir(s.data_dir)}; set COMPANION_DATA_DIR or go online")
+    rows = []
+    for task in tasks:
+        for method in ("lora", cfg.deep_method):
+            c = finetune_config(s, task, method, backbone, steps=cfg.steps_for(task), samples=cfg.samples)
+            for run in finetune.finetune_seeds(c, list(range(cfg.seeds)))["runs"]:
+                rows.append(dict(task=task, method=method, seed=run["seed"], value=run["value"],
+                                 metric=run["metric"], steps=c.steps))
+    return GlueStudy(rows=rows, deltas=paired_deltas(rows, cfg.deep_method), tasks=tuple(tasks),
+                     absent=tuple(t for t in absent if t not in tasks), backbone=finetune.backbone_note(backbone, s.num_layers),
+                     wall_time_s=time.perf_counter() - start)

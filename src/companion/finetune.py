@@ -14,11 +14,12 @@ key): the NNX model is split once (``nnx.split`` with the trainable filter) and 
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +44,7 @@ class FinetuneConfig:
     rank: int = 8  # adapter rank r
     targets: str = "all-dense"  # query-value, attention-mlp, all-dense, or a regex
     model: str = "minilm"  # checkpoint: local folder, "minilm" (packaged, offline), hub name (online)
+    num_layers: int | None = None  # keep the first k encoder layers (smoke-profile toy size); None: all
     lr: float = 1e-4  # AdamW learning rate (paper: 1e-4)
     lr_end: float | None = None  # None: constant (paper); else linear decay to this value
     batch_size: int = 16  # paper: 16
@@ -72,9 +74,8 @@ class FinetuneConfig:
             raise ValueError(f"the learning rate must be > 0, got {self.lr}")
 
 
-def _adamw(cfg: FinetuneConfig, lr: float) -> optax.GradientTransformation:
-    end = None if cfg.lr_end is None else cfg.lr_end * lr / cfg.lr
-    schedule = lr if end is None else optax.linear_schedule(lr, end, cfg.steps)
+def _adamw(lr: float, lr_end: float | None, steps: int) -> optax.GradientTransformation:
+    schedule = lr if lr_end is None else optax.linear_schedule(lr, lr_end, steps)
     return optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.0)
 
 
@@ -82,12 +83,24 @@ def optimizer(cfg: FinetuneConfig) -> optax.GradientTransformation:
     """AdamW with the paper's settings (PAPER.md §4).
 
     Compressed Deep LoRA trains its inner factors with ``inner_lr`` and its outer factors with
-    the discrepant step γ·inner_lr (PAPER.md §2, §4); everything else uses ``lr``.
+    the discrepant step γ·inner_lr (PAPER.md §2, §4); everything else uses ``lr``. Equal
+    settings give the same (cached) object, so runs of one structure share compiled steps.
     """
-    if cfg.method != "deep-lora-compressed":
-        return _adamw(cfg, cfg.lr)
-    inner = cfg.inner_lr if cfg.inner_lr is not None else cfg.lr
-    outer = optax.set_to_zero() if cfg.gamma == 0 else _adamw(cfg, cfg.gamma * inner)
+    compressed = cfg.method == "deep-lora-compressed"
+    return _optimizer(compressed, cfg.lr, cfg.lr_end, cfg.steps if cfg.lr_end is not None else 0,
+                      cfg.gamma if compressed else None,
+                      (cfg.inner_lr if cfg.inner_lr is not None else cfg.lr) if compressed else None)
+
+
+@functools.lru_cache(maxsize=64)
+def _optimizer(compressed: bool, lr: float, lr_end: float | None, steps: int, gamma: float | None,
+               inner: float | None) -> optax.GradientTransformation:
+    def adamw(rate):  # a decay to lr_end scales with the group's rate
+        return _adamw(rate, None if lr_end is None else lr_end * rate / lr, steps)
+
+    if not compressed:
+        return adamw(lr)
+    outer = optax.set_to_zero() if gamma == 0 else adamw(gamma * inner)
 
     def labels(params):
         def label(v):
@@ -97,8 +110,7 @@ def optimizer(cfg: FinetuneConfig) -> optax.GradientTransformation:
 
         return jax.tree.map(label, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
-    return optax.multi_transform({"inner": _adamw(cfg, inner), "outer": outer, "other": _adamw(cfg, cfg.lr)},
-                                 labels)
+    return optax.multi_transform({"inner": adamw(inner), "outer": outer, "other": adamw(lr)}, labels)
 
 
 def loss_function(task: data.GlueTask) -> Callable:
@@ -112,6 +124,47 @@ def loss_function(task: data.GlueTask) -> Callable:
         return jnp.sum(per * weight) / jnp.maximum(jnp.sum(weight), 1.0)
 
     return loss
+
+
+def step_functions(graphdef, task: data.GlueTask, tx: optax.GradientTransformation):
+    """The pure train step and forward of one model structure, shared by every training loop.
+
+    ``nnx.merge(graphdef, params, *rest)`` rebuilds the model, so the same functions serve a
+    single run (``rest = (frozen,)``) and seeds vectorised with ``jax.vmap``
+    (``rest = (heads, shared encoder)``).
+
+    Returns:
+      train_step(params, opt_state, rest, batch, key) → (params, opt_state, loss) and
+      predict(params, rest, batch) → logits (B, labels).
+    """
+    loss = loss_function(task)
+
+    def objective(params, rest, batch, key):
+        m = nnx.merge(graphdef, params, *rest)
+        logits = m(batch.input_ids, batch.attention_mask, batch.token_type_ids, dropout_key=key)
+        return loss(logits, batch.labels, batch.weight)
+
+    def train_step(params, opt_state, rest, batch, key):
+        value, grads = jax.value_and_grad(objective)(params, rest, batch, key)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    def predict(params, rest, batch):
+        m = nnx.merge(graphdef, params, *rest)
+        return m(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+
+    return train_step, predict
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(graphdef, task: data.GlueTask, tx: optax.GradientTransformation, vectorised: bool):
+    """Jitted (train_step, predict), cached by model structure, task and optimizer: runs that
+    differ only in seed, sample size or data reuse the compiled programs."""
+    train_step, predict = step_functions(graphdef, task, tx)
+    if vectorised:  # seeds stacked on axis 0; rest = (heads (stacked), shared encoder)
+        return (jax.jit(jax.vmap(train_step, in_axes=(0, 0, (0, None), 0, 0)), donate_argnums=(0, 1)),
+                jax.jit(jax.vmap(predict, in_axes=(0, (0, None), None))))
+    return jax.jit(train_step, donate_argnums=(0, 1)), jax.jit(predict)
 
 
 class Trainer:
@@ -128,37 +181,19 @@ class Trainer:
         self.task = task
         self.graphdef, self.params, self.frozen = nnx.split(model, trainable, ...)
         self.opt_state = tx.init(self.params)
-        loss = loss_function(task)
-        graphdef = self.graphdef
-
-        def objective(params, frozen, batch, key):
-            m = nnx.merge(graphdef, params, frozen)
-            logits = m(batch.input_ids, batch.attention_mask, batch.token_type_ids, dropout_key=key)
-            return loss(logits, batch.labels, batch.weight)
-
-        def train_step(params, opt_state, frozen, batch, key):
-            value, grads = jax.value_and_grad(objective)(params, frozen, batch, key)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, value
-
-        def predict(params, frozen, batch):
-            m = nnx.merge(graphdef, params, frozen)
-            return m(batch.input_ids, batch.attention_mask, batch.token_type_ids)
-
-        self._train_step = jax.jit(train_step, donate_argnums=(0, 1))
-        self._predict = jax.jit(predict)
+        self._train_step, self._predict = _compiled(self.graphdef, task, tx, False)
 
     def step(self, batch: data.Batch, key: jax.Array) -> float:
         """One optimizer step; returns the batch loss (before the update)."""
         self.params, self.opt_state, value = self._train_step(
-            self.params, self.opt_state, self.frozen, _device(batch), key)
+            self.params, self.opt_state, (self.frozen,), _device(batch), key)
         return value
 
     def predictions(self, arrays: data.Batch, batch_size: int) -> np.ndarray:
         """Predicted labels (class index, or the score for regression) for every example."""
         out = []
         for batch in data.batches(arrays, batch_size, shuffle=False, seed=None, drop_remainder=False):
-            logits = np.asarray(self._predict(self.params, self.frozen, _device(batch)))
+            logits = np.asarray(self._predict(self.params, (self.frozen,), _device(batch)))
             out.append(_to_predictions(logits, batch.weight, self.task))
         return np.concatenate(out)
 
@@ -216,7 +251,8 @@ def build_model(cfg: FinetuneConfig, task: data.GlueTask, first_batch: data.Batc
     adds only O(ε^L) there, and one dropout draw should not pick the directions.
     """
     num_labels = 1 if task.is_regression else len(task.label_names)
-    model = bert.from_pretrained(cfg.model, num_labels, seed=cfg.seed, online=cfg.online)
+    model = bert.from_pretrained(cfg.model, num_labels, seed=cfg.seed, online=cfg.online,
+                                 num_layers=cfg.num_layers)
     if cfg.method == "full":
         return model, nnx.Param, None
     adapter = lora.AdapterConfig(kind=cfg.method, rank=cfg.rank, depth=cfg.depth, scale_init=cfg.scale_init,
@@ -234,12 +270,28 @@ def build_model(cfg: FinetuneConfig, task: data.GlueTask, first_batch: data.Batc
     return model, lora.trainable_filter(cfg.train_head), lora.apply_adapters(model, adapter, gradients)
 
 
-def backbone_note(model_name: str) -> str:
+def choose_backbone(model: str, online: bool = False) -> str:
+    """The backbone of a chapter's runs: ``model`` itself, or for "auto" the paper's
+    bert-base-cased when it can be loaded (a local folder named so, or the hub when online) and
+    the packaged MiniLM otherwise. Every output names the choice (``backbone_note``)."""
+    if model != "auto":
+        return model
+    try:
+        bert.resolve("bert-base-cased", online)
+        return "bert-base-cased"
+    except Exception as e:  # offline, or the hub unreachable: say so, then use the packaged model
+        print(f"bert-base-cased cannot be loaded ({type(e).__name__}: {str(e)[:120]}); "
+              "using the packaged all-MiniLM-L6-v2 instead")
+        return "minilm"
+
+
+def backbone_note(model_name: str, num_layers: int | None = None) -> str:
     """How results name their backbone (PAPER.md §4 uses bert-base-cased)."""
+    cut = "" if num_layers is None else f"; only its first {num_layers} encoder layer(s) kept"
     if model_name.lower() in bert.PACKAGED_MINILM:
         return ("all-MiniLM-L6-v2 (packaged offline; a sentence-embedding model, 6 layers, hidden 384, "
-                "uncased — not the paper's bert-base-cased)")
-    return model_name
+                f"uncased — not the paper's bert-base-cased{cut})")
+    return model_name + (f" ({cut[2:]})" if cut else "")
 
 
 def check_run_dir(run_dir: str | Path | None) -> Path | None:
@@ -302,7 +354,7 @@ def finetune(cfg: FinetuneConfig, run_dir: str | Path | None = None, progress: b
         "train_loss": losses,
         "n_train": prepared["n_train"], "dropped_train": prepared["dropped_train"],
         "n_validation": prepared["n_validation"], "dropped_validation": prepared["dropped_validation"],
-        "backbone": backbone_note(cfg.model),
+        "backbone": backbone_note(cfg.model, cfg.num_layers),
         "device": jax.devices()[0].platform,
         "build_time_s": build_time,
     }
@@ -340,23 +392,48 @@ def _progress(total: int, enabled: bool):
     return update
 
 
-def finetune_seeds(cfg: FinetuneConfig, seeds: list[int], log_every: int = 10) -> dict[str, Any]:
+def finetune_seeds(cfg: FinetuneConfig, seeds: Sequence[int], log_every: int = 10,
+                   eval_at: Sequence[int] = (), observe_at: Sequence[int] = (),
+                   observe: Callable[[int, int, Any], None] | None = None,
+                   numerical_ranks: bool = False) -> dict[str, Any]:
     """Several seeds of one setting as one vectorised program (``jax.vmap`` over seeds).
 
     Each seed keeps everything a sequential run would draw from it — its few-shot subset, head,
     adapters, dropout keys and batch order — while the frozen encoder is shared, not copied: the
-    model is split into (trainable, head, encoder) and only the first two are stacked.
+    model is split into (trainable, head, encoder) and only the first two are stacked. With one
+    seed this is a plain run (the experiments of chapters 05–07 all go through here).
+
+    Args:
+      cfg: the setting (its ``seed`` is ignored: ``seeds`` are used).
+      seeds: distinct seeds, S of them.
+      log_every: record the training loss every k steps (and at the last step).
+      eval_at: after these step counts (1…steps), evaluate on the validation examples too: the
+        curves of PAPER.md §4's compressed-vs-wide comparison. Step 0 (before training) and the
+        last step are always evaluated.
+      observe_at: after these step counts (0 = before training), call
+        ``observe(step, seed_index, model)`` with the model of every seed (Figure 1's snapshots).
+      numerical_ranks: report each seed's numerical rank per adapted layer at the end.
 
     Returns:
-      {"runs": [results per seed, as ``finetune`` reports them (without run directory)],
-       "wall_time_s": …, "step_time_s": median time of one vectorised step (all seeds)}.
+      {"runs": [per seed: the ``finetune`` fields (no run directory) plus "curve": [(step,
+       value)] and, when asked, "numerical_ranks"], "seeds", "wall_time_s", "step_time_s" (median
+       time of one vectorised step, all seeds), "compile_time_s" (first step)}.
     """
+    seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"give distinct seeds, got {seeds}")
+    for name, steps in (("eval_at", eval_at), ("observe_at", observe_at)):
+        low = 1 if name == "eval_at" else 0
+        bad = [t for t in steps if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not low <= t <= cfg.steps]
+        if bad:
+            raise ValueError(f"{name} steps must be integers in {low}…{cfg.steps} (the run's steps), got {bad}")
+    if observe_at and observe is None:
+        raise ValueError("observe_at needs an observe(step, seed_index, model) function")
     start = time.perf_counter()
     tokenizer = bert.load_tokenizer(cfg.model, cfg.online)
     per_seed, params, heads, streams, adapters = [], [], [], [], []
     graphdef = shared = None
+    t_build = time.perf_counter()
     for seed in seeds:
         c = _with_seed(cfg, seed)
         prepared = prepare(c, tokenizer)
@@ -370,61 +447,76 @@ def finetune_seeds(cfg: FinetuneConfig, seeds: list[int], log_every: int = 10) -
         streams.append(_prepend(first, stream))
         adapters.append(adapter_cfg)
         per_seed.append(prepared)
+    build_time = time.perf_counter() - t_build
     task = per_seed[0]["task"]
     stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)  # noqa: E731
     params, heads = stack(params), stack(heads)
     tx = optimizer(cfg)
     opt_state = jax.vmap(tx.init)(params)
-    loss = loss_function(task)
-
-    def objective(p, h, batch, key):
-        m = nnx.merge(graphdef, p, h, shared)
-        return loss(m(batch.input_ids, batch.attention_mask, batch.token_type_ids, dropout_key=key),
-                    batch.labels, batch.weight)
-
-    def step(p, o, h, batch, key):
-        value, grads = jax.value_and_grad(objective)(p, h, batch, key)
-        updates, o = tx.update(grads, o, p)
-        return optax.apply_updates(p, updates), o, value
-
-    def predict(p, h, batch):
-        m = nnx.merge(graphdef, p, h, shared)
-        return m(batch.input_ids, batch.attention_mask, batch.token_type_ids)
-
-    vstep = jax.jit(jax.vmap(step), donate_argnums=(0, 1))
-    vpredict = jax.jit(jax.vmap(predict, in_axes=(0, 0, None)))
+    vstep, vpredict = _compiled(graphdef, task, tx, True)
+    trainable_params = int(sum(np.prod(x.shape[1:]) for x in jax.tree.leaves(params)))
 
     def evaluate_all(p):
         outs = []
         for batch in data.batches(per_seed[0]["validation"], cfg.batch_size, shuffle=False, seed=None,
                                   drop_remainder=False):
-            logits = np.asarray(vpredict(p, heads, _device(batch)))  # (seeds, B, labels)
+            logits = np.asarray(vpredict(p, (heads, shared), _device(batch)))  # (seeds, B, labels)
             outs.append(np.stack([_to_predictions(x, batch.weight, task) for x in logits]))
         preds = np.concatenate(outs, axis=1)
         return [metrics.compute(task.metrics, pr, per_seed[0]["validation_labels"]) for pr in preds]
 
+    def model_of(p, i):
+        pick = lambda tree: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
+        return nnx.merge(graphdef, pick(p), pick(heads), shared)
+
+    def watch(step, p):
+        if step in observe_at:
+            for i in range(len(seeds)):
+                observe(step, i, model_of(p, i))
+
     initial = evaluate_all(params)
+    curves = [[(0, m[task.main_metric])] for m in initial]
+    watch(0, params)
     keys = jnp.stack([jax.random.fold_in(jax.random.key(s), 7) for s in seeds])
-    losses, times = [[] for _ in seeds], []
+    losses, times, compile_time = [[] for _ in seeds], [], float("nan")
+    eval_at = set(eval_at) - {cfg.steps}
     for t in range(cfg.steps):
         batch = data.Batch(*(jnp.asarray(np.stack(x)) for x in zip(*(next(s) for s in streams))))
         t0 = time.perf_counter()
-        params, opt_state, values = vstep(params, opt_state, heads, batch, jax.vmap(lambda k: jax.random.fold_in(k, t))(keys))
+        params, opt_state, values = vstep(params, opt_state, (heads, shared), batch,
+                                          jax.vmap(lambda k: jax.random.fold_in(k, t))(keys))
         values = np.asarray(values)  # synchronises
-        if t:
+        if t == 0:
+            compile_time = time.perf_counter() - t0  # includes compilation
+        else:
             times.append(time.perf_counter() - t0)
         if t % log_every == 0 or t == cfg.steps - 1:
             for i, v in enumerate(values):
                 losses[i].append((t, float(v)))
+        if t + 1 in eval_at:
+            for i, m in enumerate(evaluate_all(params)):
+                curves[i].append((t + 1, m[task.main_metric]))
+        watch(t + 1, params)
     final = evaluate_all(params)
     runs = []
     for i, seed in enumerate(seeds):
-        runs.append({"task": cfg.task, "method": cfg.method, "metric": task.main_metric, "seed": seed,
-                     "value": final[i][task.main_metric], "metrics": final[i],
-                     "initial_value": initial[i][task.main_metric], "steps": cfg.steps, "train_loss": losses[i],
-                     "n_train": per_seed[i]["n_train"], "backbone": backbone_note(cfg.model)})
-    return {"runs": runs, "seeds": list(seeds), "wall_time_s": time.perf_counter() - start,
-            "step_time_s": float(np.median(times)) if times else float("nan")}
+        curves[i].append((cfg.steps, final[i][task.main_metric]))
+        run = {"task": cfg.task, "method": cfg.method, "metric": task.main_metric, "seed": seed,
+               "value": final[i][task.main_metric], "metrics": final[i],
+               "initial_value": initial[i][task.main_metric], "steps": cfg.steps, "train_loss": losses[i],
+               "curve": curves[i], "n_train": per_seed[i]["n_train"],
+               "dropped_train": per_seed[i]["dropped_train"], "n_validation": per_seed[i]["n_validation"],
+               "dropped_validation": per_seed[i]["dropped_validation"],
+               "trainable_params": trainable_params,
+               "adapted_layers": len(adapters[i].adapted) if adapters[i] else None,
+               "backbone": backbone_note(cfg.model, cfg.num_layers)}
+        if numerical_ranks and adapters[i] is not None:
+            run["numerical_ranks"] = lora.numerical_ranks(model_of(params, i))
+        runs.append(run)
+    return {"runs": runs, "seeds": seeds, "wall_time_s": time.perf_counter() - start,
+            "build_time_s": build_time, "compile_time_s": compile_time,
+            "step_time_s": float(np.median(times)) if times else float("nan"),
+            "device": jax.devices()[0].platform}
 
 
 def _with_seed(cfg: FinetuneConfig, seed: int) -> FinetuneConfig:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-NOTEBOOKS = ("01_theorem", "02_proof_verification", "03_compressed_trajectories", "04_matrix_completion")
+NOTEBOOKS = ("01_theorem", "02_proof_verification", "03_compressed_trajectories", "04_matrix_completion",
+             "05_invariant_subspaces_bert", "06_fewshot_stsb", "07_glue_limited_data")
 # Parameters every notebook's `parameters` cell must declare (papermill only warns otherwise).
 REQUIRED_PARAMETERS = ("profile", "results_dir", "force")
 # Per-cell limits (papermill's execution_timeout): generous, but never papermill's "no limit".
