@@ -94,10 +94,12 @@ def test_auto_backbone_offline_is_the_packaged_minilm(capsys, monkeypatch):
 def test_truncated_backbone_keeps_the_first_layers():
     full = bert.from_pretrained("minilm")
     cut = bert.from_pretrained("minilm", num_layers=2)
-    assert len(cut.encoder.layers) == 2 and cut.config.num_hidden_layers == 2
-    for a, b in zip(cut.encoder.layers, full.encoder.layers[:2]):
-        np.testing.assert_array_equal(a.attention.self.query.kernel[...], b.attention.self.query.kernel[...])
-    np.testing.assert_array_equal(cut.pooler.dense.kernel[...], full.pooler.dense.kernel[...])
+    assert len(cut.layers) == 2 and cut.config.num_hidden_layers == 2
+    full_layers, cut_layers = dict(full.named_layers()), dict(cut.named_layers())
+    assert set(cut_layers) == {n for n in full_layers if not n.startswith(tuple(f"encoder.layer.{i}." for i in range(2, 6)))}
+    for name, layer in cut_layers.items():
+        w = "embedding" if isinstance(layer, bert.Embed) else "kernel"
+        np.testing.assert_array_equal(getattr(layer, w)[...], getattr(full_layers[name], w)[...])
     for bad in (0, 7, 2.0, True):
         with pytest.raises(ValueError, match="num_layers must be an integer in 1…6"):
             bert.from_pretrained("minilm", num_layers=bad)

@@ -62,7 +62,7 @@ def test_init_leaves_outputs_unchanged_and_counts(model, batch):
 
 
 def _perturb(model, seed=1):
-    for i, (_, layer) in enumerate(lora._adapted_layers(model)):
+    for i, (_, layer) in enumerate(lora.adapted_layers(model)):
         for f in layer.adapter.factors:
             f[...] = 0.05 * jax.random.normal(jax.random.key(seed + i), f[...].shape, jnp.float32)
 
