@@ -404,35 +404,44 @@ def subspace_figure(steps, layers: Sequence[str], top_values, cos_left, cos_righ
     return fig, cols
 
 
+def _paired_lines(ax, rows: Sequence[dict], key: str, paper: dict, deep_label: str, band: bool) -> dict:
+    """Mean score over seeds against ``key`` per method (vanilla orange, deep blue), with a
+    ±std/2 band (``band``) or ±std error bars, and the paper's means hollow. Returns the columns."""
+    cols: dict[str, list] = {"method": [], key: [], "mean": [], "std": [], "seeds": []}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        colour, label = (VANILLA, "vanilla LoRA") if method == "lora" else (DEEP, deep_label)
+        xs = sorted({r[key] for r in rows if r["method"] == method})
+        vals = [np.array([r["value"] for r in rows if r["method"] == method and r[key] == x]) for x in xs]
+        mean, std = np.array([v.mean() for v in vals]), np.array([v.std() for v in vals])
+        if band:
+            ax.plot(xs, mean, "o-", color=colour, label=f"{label} (ours)")
+            ax.fill_between(xs, mean - std / 2, mean + std / 2, color=colour, alpha=0.2)
+        else:
+            ax.errorbar(xs, mean, yerr=std, marker="o", capsize=3, color=colour, label=f"{label} (ours)")
+        ref = paper.get("lora" if method == "lora" else "deep", {})
+        if ref:
+            px = sorted(ref)
+            ax.plot(px, [ref[x] for x in px], "o--", mfc="none", color=colour, alpha=0.8,
+                    label=f"{label} (paper, bert-base-cased)")
+        for name, v in zip(cols, ([method] * len(xs), xs, mean, std, [len(v) for v in vals])):
+            cols[name] += list(v)
+    ax.set_ylabel("validation Pearson (STS-B)")
+    ax.legend(fontsize=7)
+    return cols
+
+
 def fewshot_curve(rows: Sequence[dict], paper: dict, stamp: str, deep_label: str = "Deep LoRA"):
     """Validation score against few-shot size (log x), mean over seeds with a ±std/2 band
     (PAPER.md §4: vanilla orange, deep blue); the paper's means as hollow markers.
 
     Args:
       rows: dicts with method ("lora" or a Deep LoRA kind), samples, seed, value.
-      paper: {"lora" | "deep": {n: (mean, std)}} (empty when not comparable).
+      paper: {"lora" | "deep": {n: mean}} (empty when not comparable).
     """
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    cols: dict[str, list] = {"method": [], "samples": [], "mean": [], "std": [], "seeds": []}
-    for method in dict.fromkeys(r["method"] for r in rows):
-        colour, label = (VANILLA, "vanilla LoRA") if method == "lora" else (DEEP, deep_label)
-        ns = sorted({r["samples"] for r in rows if r["method"] == method})
-        vals = [np.array([r["value"] for r in rows if r["method"] == method and r["samples"] == n]) for n in ns]
-        mean = np.array([v.mean() for v in vals])
-        std = np.array([v.std() for v in vals])
-        ax.plot(ns, mean, "o-", color=colour, label=f"{label} (ours)")
-        ax.fill_between(ns, mean - std / 2, mean + std / 2, color=colour, alpha=0.2)
-        ref = paper.get("lora" if method == "lora" else "deep", {})
-        if ref:
-            pn = sorted(ref)
-            ax.plot(pn, [ref[n][0] for n in pn], "o--", mfc="none", color=colour, alpha=0.8,
-                    label=f"{label} (paper, bert-base-cased)")
-        for k, v in zip(cols, ([method] * len(ns), ns, mean, std, [len(v) for v in vals])):
-            cols[k] += list(v)
+    cols = _paired_lines(ax, rows, "samples", paper, deep_label, band=True)
     ax.set_xscale("log")
     ax.set_xlabel("training examples n")
-    ax.set_ylabel("validation Pearson (STS-B)")
-    ax.legend(fontsize=7)
     _stamp(fig, stamp)
     fig.tight_layout()
     return fig, cols
@@ -473,24 +482,9 @@ def rank_robustness(rows: Sequence[dict], paper: dict, stamp: str):
       paper: {"lora" | "deep": {r: mean}} (empty when not comparable).
     """
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    cols: dict[str, list] = {"method": [], "rank": [], "mean": [], "std": [], "seeds": []}
-    for method in dict.fromkeys(r["method"] for r in rows):
-        colour, label = (VANILLA, "vanilla LoRA") if method == "lora" else (DEEP, "narrow Deep LoRA")
-        rs = sorted({r["rank"] for r in rows if r["method"] == method})
-        vals = [np.array([r["value"] for r in rows if r["method"] == method and r["rank"] == k]) for k in rs]
-        mean, std = np.array([v.mean() for v in vals]), np.array([v.std() for v in vals])
-        ax.errorbar(rs, mean, yerr=std, marker="o", capsize=3, color=colour, label=f"{label} (ours)")
-        ref = paper.get("lora" if method == "lora" else "deep", {})
-        if ref:
-            pr = sorted(ref)
-            ax.plot(pr, [ref[k] for k in pr], "o--", mfc="none", color=colour, alpha=0.8,
-                    label=f"{label} (paper, bert-base-cased)")
-        for k, v in zip(cols, ([method] * len(rs), rs, mean, std, [len(v) for v in vals])):
-            cols[k] += list(v)
+    cols = _paired_lines(ax, rows, "rank", paper, "narrow Deep LoRA", band=False)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("rank / width r")
-    ax.set_ylabel("validation Pearson (STS-B)")
-    ax.legend(fontsize=7)
     _stamp(fig, stamp)
     fig.tight_layout()
     return fig, cols
