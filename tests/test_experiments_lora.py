@@ -141,6 +141,21 @@ def test_curves_snapshots_and_compile_reuse():
 
 
 @needs_glue
+def test_seeds_in_chunks_match_one_program():
+    """Chunks of seeds (the memory bound of the full profile) give each seed its own numbers."""
+    cfg = finetune.FinetuneConfig(task="stsb", method="lora", samples=16, steps=2, targets="query-value",
+                                  eval_examples=32, num_layers=1, max_seq_length=32)
+    together = experiments.seeds_in_chunks(cfg, [0, 1], None, log_every=1)
+    apart = experiments.seeds_in_chunks(cfg, [0, 1], 1, log_every=1)
+    assert [r["seed"] for r in apart] == [0, 1]
+    for a, b in zip(together, apart):
+        np.testing.assert_allclose([v for _, v in a["train_loss"]], [v for _, v in b["train_loss"]], rtol=1e-5)
+        assert a["value"] == pytest.approx(b["value"], abs=1e-4)  # float32 programs of other batch sizes
+    with pytest.raises(ValueError, match="parallel_seeds must be a positive integer"):
+        experiments.seeds_in_chunks(cfg, [0], 0)
+
+
+@needs_glue
 def test_glue_study_refuses_unknown_or_absent_tasks(tmp_path):
     cfg = configs.GlueLimitedConfig.for_profile("smoke")
     with pytest.raises(ValueError, match="unknown task"):

@@ -374,6 +374,19 @@ def finetune_config(setting: AdaptationSetting, task: str, method: str, backbone
         eval_examples=s.eval_examples, data_dir=s.data_dir, online=s.online, **changes)
 
 
+def seeds_in_chunks(cfg: finetune.FinetuneConfig, seeds: list[int], chunk: int | None,
+                    **kwargs: Any) -> list[dict]:
+    """``finetune_seeds`` over ``seeds`` at most ``chunk`` at a time (None: all in one program);
+    returns the per-seed runs in order. Chunks bound the memory of wide adapters."""
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise ValueError(f"parallel_seeds must be a positive integer or None, got {chunk!r}")
+    step = chunk or len(seeds)
+    runs: list[dict] = []
+    for i in range(0, len(seeds), step):
+        runs += finetune.finetune_seeds(cfg, seeds[i:i + step], **kwargs)["runs"]
+    return runs
+
+
 def subspace_cosine(a: np.ndarray, b: np.ndarray) -> float:
     """Mean cosine of the principal angles between span(a) and span(b) (Figure 1's "cosine").
 
@@ -490,21 +503,21 @@ def run_fewshot_study(cfg: FewShotConfig) -> FewShotStudy:
     for n in cfg.samples:
         for method in ("lora", cfg.deep_method):
             c = finetune_config(s, "stsb", method, backbone, steps=cfg.steps, samples=n)
-            out = finetune.finetune_seeds(c, seeds, numerical_ranks=n == max(cfg.samples))
-            for run in out["runs"]:
+            runs = seeds_in_chunks(c, seeds, s.parallel_seeds, numerical_ranks=n == max(cfg.samples))
+            for run in runs:
                 curve.append(dict(method=method, samples=n, seed=run["seed"], value=run["value"],
                                   initial_value=run["initial_value"]))
                 if "numerical_ranks" in run and run["seed"] == 0:
                     ranks[method] = list(run["numerical_ranks"].values())
-    n_validation = out["runs"][0]["n_validation"]
+    n_validation = runs[0]["n_validation"]
     sweep = []
     for r in cfg.ranks:
         # Paper: narrow depth-3 Deep LoRA of width r against vanilla LoRA of rank r.
         for method in ("lora", "deep-lora-narrow"):
             c = dataclasses.replace(finetune_config(s, "stsb", method, backbone, steps=cfg.rank_steps,
                                                     samples=cfg.rank_samples), rank=r)
-            out = finetune.finetune_seeds(c, list(range(cfg.rank_seeds)))
-            sweep += [dict(method=method, rank=r, seed=run["seed"], value=run["value"]) for run in out["runs"]]
+            runs = seeds_in_chunks(c, list(range(cfg.rank_seeds)), s.parallel_seeds)
+            sweep += [dict(method=method, rank=r, seed=run["seed"], value=run["value"]) for run in runs]
     compare = {}
     every = cfg.compare_eval_every
     evals = tuple(range(every, cfg.compare_steps, every))
@@ -600,7 +613,7 @@ def run_glue_limited(cfg: GlueLimitedConfig) -> GlueStudy:
     for task in tasks:
         for method in ("lora", cfg.deep_method):
             c = finetune_config(s, task, method, backbone, steps=cfg.steps_for(task), samples=cfg.samples)
-            for run in finetune.finetune_seeds(c, list(range(cfg.seeds)))["runs"]:
+            for run in seeds_in_chunks(c, list(range(cfg.seeds)), s.parallel_seeds):
                 rows.append(dict(task=task, method=method, seed=run["seed"], value=run["value"],
                                  metric=run["metric"], steps=c.steps))
     return GlueStudy(rows=rows, deltas=paired_deltas(rows, cfg.deep_method), tasks=tuple(tasks),
