@@ -425,6 +425,9 @@ def _paired_lines(ax, rows: Sequence[dict], key: str, paper: dict, deep_label: s
                     label=f"{label} (paper, bert-base-cased)")
         for name, v in zip(cols, ([method] * len(xs), xs, mean, std, [len(v) for v in vals])):
             cols[name] += list(v)
+    ticks = sorted(set(cols[key]))
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
     ax.set_ylabel("validation Pearson (STS-B)")
     ax.legend(fontsize=7)
     return cols
@@ -439,8 +442,8 @@ def fewshot_curve(rows: Sequence[dict], paper: dict, stamp: str, deep_label: str
       paper: {"lora" | "deep": {n: mean}} (empty when not comparable).
     """
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    cols = _paired_lines(ax, rows, "samples", paper, deep_label, band=True)
     ax.set_xscale("log")
+    cols = _paired_lines(ax, rows, "samples", paper, deep_label, band=True)
     ax.set_xlabel("training examples n")
     _stamp(fig, stamp)
     fig.tight_layout()
@@ -482,8 +485,8 @@ def rank_robustness(rows: Sequence[dict], paper: dict, stamp: str):
       paper: {"lora" | "deep": {r: mean}} (empty when not comparable).
     """
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    cols = _paired_lines(ax, rows, "rank", paper, "narrow Deep LoRA", band=False)
     ax.set_xscale("log", base=2)
+    cols = _paired_lines(ax, rows, "rank", paper, "narrow Deep LoRA", band=False)
     ax.set_xlabel("rank / width r")
     _stamp(fig, stamp)
     fig.tight_layout()
