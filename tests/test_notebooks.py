@@ -122,3 +122,23 @@ def test_failing_notebook_fails_the_run(tmp_path):
             parameters={"profile": "nonsense", "results_dir": str(tmp_path)},
             kernel_name="python3", execution_timeout=60, progress_bar=False,
         )
+
+
+def test_runner_passes_online_from_the_environment(monkeypatch, tmp_path):
+    """COMPANION_ONLINE=1 reaches the `online` parameter of chapters 5-7 (the GPU workflow's
+    way to fine-tune bert-base-cased); notebooks without that parameter do not get it."""
+    captured = {}
+
+    def fake_execute(source, target, parameters, **kwargs):
+        captured.update(parameters)
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    monkeypatch.setenv("COMPANION_ONLINE", "1")
+    runner.execute("06_fewshot_stsb", "smoke", root=ROOT, results_dir=tmp_path, executed_dir=tmp_path)
+    assert captured["online"] is True and captured["profile"] == "smoke"
+    monkeypatch.setenv("COMPANION_ONLINE", "0")
+    runner.execute("06_fewshot_stsb", "smoke", root=ROOT, results_dir=tmp_path, executed_dir=tmp_path)
+    assert captured["online"] is False
+    captured.clear()
+    runner.execute("01_theorem", "smoke", root=ROOT, results_dir=tmp_path, executed_dir=tmp_path)
+    assert "online" not in captured

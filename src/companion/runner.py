@@ -18,6 +18,7 @@ NOTEBOOKS = ("01_theorem", "02_proof_verification", "03_compressed_trajectories"
              "05_invariant_subspaces_bert", "06_fewshot_stsb", "07_glue_limited_data")
 # Parameters every notebook's `parameters` cell must declare (papermill only warns otherwise).
 REQUIRED_PARAMETERS = ("profile", "results_dir", "force")
+ONLINE_ENV = "COMPANION_ONLINE"  # as companion.bert.ONLINE_ENV (not imported: no JAX in the runner)
 # Per-cell limits (papermill's execution_timeout): generous, but never papermill's "no limit".
 CELL_TIMEOUT_S = {"smoke": 600, "full": 4 * 3600}
 
@@ -102,7 +103,10 @@ def execute(
     executed_dir.mkdir(parents=True, exist_ok=True)
     source = root / "notebooks" / f"{notebook}.ipynb"
     target = executed_dir / f"{notebook}.ipynb"
-    check_parameters(source)
+    declared = check_parameters(source)
+    parameters = {"profile": profile, "results_dir": _shown(results_dir, root / "notebooks"), "force": bool(force)}
+    if "online" in declared:  # chapters 5-7: COMPANION_ONLINE=1 lets them download (bert-base-cased, GLUE)
+        parameters["online"] = os.environ.get(ONLINE_ENV, "") not in ("", "0")
     start = time.perf_counter()
     # The kernel inherits this environment: an MPLBACKEND=Agg set for headless scripts would
     # keep every figure out of the executed notebook, and so out of the book.
@@ -112,8 +116,7 @@ def execute(
         papermill.execute_notebook(
             str(source),
             str(target),
-            parameters={"profile": profile, "results_dir": _shown(results_dir, root / "notebooks"),
-                        "force": bool(force)},
+            parameters=parameters,
             kernel_name="python3",
             execution_timeout=timeout_s or CELL_TIMEOUT_S[profile],
             cwd=str(root / "notebooks"),
