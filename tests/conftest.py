@@ -17,7 +17,7 @@ if SHARED_GLUE.is_dir():  # CI sets COMPANION_DATA_DIR to this folder; local run
 def smoke_executions(tmp_path_factory):
     """Execute every notebook at profile=smoke; results in a temporary folder, executed copies
     in book/executed/ (where the book build reads them). Returns {name: Execution}."""
-    from companion import runner
+    from companion.book import notebooks as runner
 
     results_dir = tmp_path_factory.mktemp("results")
     return {

@@ -1,4 +1,4 @@
-"""companion.bert: parity with PyTorch transformers' BertModel, loading, tokenizer."""
+"""companion.adapt.bert: parity with PyTorch transformers' BertModel, loading, tokenizer."""
 
 import json
 import shutil
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from companion import bert
+from companion.adapt import bert
 
 PAIRS = [
     ("A plane is taking off.", "An air plane is taking off."),

@@ -1,11 +1,11 @@
-"""companion.completion: the paper's conventions, the sparse step, the four methods (PAPER.md §3)."""
+"""companion.linear.completion: the paper's conventions, the sparse step, the four methods (PAPER.md §3)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from companion import completion, compression, factorization
+from companion.linear import completion, compression, factorization
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,13 @@
-"""companion.compression: the outer factors, the exact gap, Prop. 2's bound (PAPER.md §2)."""
+"""companion.linear.compression: the outer factors, the exact gap, Prop. 2's bound (PAPER.md §2)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from companion import compression, factorization, theory
-from companion.configs import FactorizationSetting
-from companion.experiments import compress_point, initial_state
+from companion.linear import compression, factorization, theory
+from companion.book.configs import FactorizationSetting
+from companion.book.experiments import compress_point, initial_state
 
 
 @pytest.mark.parametrize("d,r,L,scales", [(40, 3, 3, (0.5,) * 3), (30, 2, 2, (0.6, 0.9)), (24, 4, 4, (0.5, 0.7, 0.6, 0.8))])

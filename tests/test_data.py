@@ -1,4 +1,4 @@
-"""companion.data: GLUE tasks, the local tsv files, tokenisation and batching (PAPER.md §4).
+"""companion.adapt.glue: GLUE tasks, the local tsv files, tokenisation and batching (PAPER.md §4).
 
 The data tests read the GLUE copies in $COMPANION_DATA_DIR (CI) or ../shared/data/glue (see
 its SOURCE.md); the expected numbers are the official GLUE row counts and label counts.
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from companion import data
-from companion.data import (
+from companion.adapt import glue as data
+from companion.adapt.glue import (
     TASKS,
     Batch,
     Examples,

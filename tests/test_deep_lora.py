@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from companion import bert, compression, lora
-from companion.finetune import FinetuneConfig, optimizer
+from companion.adapt import bert, lora
+from companion.linear import compression
+from companion.adapt.finetune import FinetuneConfig, optimizer
 
 
 @pytest.fixture(scope="module")

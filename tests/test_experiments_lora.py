@@ -1,4 +1,4 @@
-"""The experiments of chapters 5–7 (companion.experiments, Deep LoRA part) and the engine
+"""The experiments of chapters 5–7 (companion.book.experiments, Deep LoRA part) and the engine
 features they use: curves, snapshots, compile reuse, truncated backbones, paired differences."""
 
 import dataclasses
@@ -6,7 +6,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from companion import bert, configs, data, experiments, finetune
+from companion.adapt import bert, glue as data, finetune
+from companion.book import configs, experiments
 
 
 # ---- pure helpers (no data needed) ----------------------------------------------------------

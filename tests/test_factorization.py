@@ -1,11 +1,11 @@
-"""companion.factorization: init, products, gradients, GD in lax.scan."""
+"""companion.linear.factorization: init, products, gradients, GD in lax.scan."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from companion import factorization as F
+from companion.linear import factorization as F
 
 
 @pytest.fixture

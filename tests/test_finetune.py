@@ -1,13 +1,13 @@
-"""companion.finetune and `companion finetune`: the paper's protocol on the packaged MiniLM."""
+"""companion.adapt.finetune and `companion finetune`: the paper's protocol on the packaged MiniLM."""
 
 import json
 
 import numpy as np
 import pytest
 
-from companion import bert, data, lora
+from companion.adapt import bert, glue as data, lora
 from companion.cli import main
-from companion.finetune import FinetuneConfig, build_model, finetune, optimizer
+from companion.adapt.finetune import FinetuneConfig, build_model, finetune, optimizer
 
 try:
     data.data_dir()
@@ -41,7 +41,7 @@ def test_run_directory_and_adapter_round_trip(short_run):
     # Reload: the saved adapter and head reproduce the trained model's evaluation exactly.
     model = bert.from_pretrained("minilm", 1, seed=99)
     lora.load(model, run_dir / "adapter")
-    from companion.finetune import Trainer, evaluate, prepare
+    from companion.adapt.finetune import Trainer, evaluate, prepare
 
     tok = bert.load_tokenizer("minilm")
     prepared = prepare(cfg, tok)
@@ -122,7 +122,7 @@ def test_cli_odd_rank_for_compressed_is_an_error(capsys):
 
 def test_seeds_in_parallel_match_sequential_runs():
     """jax.vmap over seeds gives each seed the numbers of its own sequential run."""
-    from companion.finetune import finetune_seeds
+    from companion.adapt.finetune import finetune_seeds
 
     cfg = FinetuneConfig(task="stsb", samples=16, steps=3, targets="query-value", eval_examples=48)
     together = finetune_seeds(cfg, [0, 1], log_every=1)

@@ -1,4 +1,4 @@
-"""companion.lora: targets, the paper's init, merge/unmerge, save/load with the head."""
+"""companion.adapt.lora: targets, the paper's init, merge/unmerge, save/load with the head."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
-from companion import bert, lora
+from companion.adapt import bert, lora
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""companion.metrics against values worked out by hand (PAPER.md §4 metrics)."""
+"""companion.adapt.metrics against values worked out by hand (PAPER.md §4 metrics)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from companion import metrics
-from companion.metrics import accuracy, compute, f1, matthews_corrcoef, pearson, spearman
+from companion.adapt import metrics
+from companion.adapt.metrics import accuracy, compute, f1, matthews_corrcoef, pearson, spearman
 
 
 def from_counts(tp: int, fp: int, fn: int, tn: int) -> tuple[np.ndarray, np.ndarray]:

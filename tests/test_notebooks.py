@@ -7,7 +7,7 @@ import nbformat
 import papermill
 import pytest
 
-from companion import baselines, runner
+from companion.book import regression as baselines, notebooks as runner
 from conftest import ROOT
 
 

@@ -1,8 +1,8 @@
-"""companion.profiles and configs: profile names, the GPU guard, overrides."""
+"""companion.book.profiles and configs: profile names, the GPU guard, overrides."""
 
 import pytest
 
-from companion import configs, profiles
+from companion.book import configs, profiles
 
 
 def test_full_without_gpu_refuses_unless_forced(monkeypatch):

@@ -1,4 +1,4 @@
-"""companion.results and companion.baselines: files written, and differences found."""
+"""companion.book.results and companion.book.regression: files written, and differences found."""
 
 import json
 
@@ -6,8 +6,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from companion import baselines
-from companion.results import Results, read_table, write_table
+from companion.book import regression as baselines
+from companion.book.results import Results, read_table, write_table
 
 
 def _result(tmp_path, value=1.0):

@@ -1,14 +1,14 @@
-"""companion.theory: the theorem over a table of settings, the recursion, the proof's events."""
+"""companion.linear.theory: the theorem over a table of settings, the recursion, the proof's events."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from companion import factorization as F
-from companion import theory
-from companion.configs import FactorizationSetting
-from companion.experiments import initial_state, run_theorem
+from companion.linear import factorization as F
+from companion.linear import theory
+from companion.book.configs import FactorizationSetting
+from companion.book.experiments import initial_state, run_theorem
 
 # (d, r*, L, scales, η, λ): λ = 0 and λ > 0, depth 2–5, equal and unequal ε_l, several d and r*.
 TABLE = [

@@ -132,7 +132,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _theorem(args: argparse.Namespace) -> dict:
-    from companion.configs import FactorizationSetting
+    from companion.book.configs import FactorizationSetting
 
     if args.scales is None and args.scale is None:
         raise UsageError("companion theorem: give --scale EPS (or --scales E1,…,EL)")
@@ -144,7 +144,7 @@ def _theorem(args: argparse.Namespace) -> dict:
         )
     except ValueError as e:
         raise UsageError(f"companion theorem: {e}") from None
-    from companion.experiments import run_theorem
+    from companion.book.experiments import run_theorem
 
     try:
         run = run_theorem(setting, rtol=args.rtol, angles=False)
@@ -162,14 +162,14 @@ def _theorem(args: argparse.Namespace) -> dict:
 
 
 def _compress(args: argparse.Namespace) -> dict:
-    from companion.configs import FactorizationSetting
+    from companion.book.configs import FactorizationSetting
 
     try:
         setting = FactorizationSetting(
             width=args.width, rank=args.rank, depth=args.depth, scales=(args.scale,) * max(args.depth, 0),
             lr=args.lr, weight_decay=0.0, steps=args.steps, seed=args.seed,
         )
-        from companion.experiments import compress_point
+        from companion.book.experiments import compress_point
 
         out = compress_point(setting, args.rank_estimate)
     except ValueError as e:
@@ -186,7 +186,8 @@ def _divisor_at_most(n: int, cap: int) -> int:
 def _complete(args: argparse.Namespace) -> dict:
     import jax
 
-    from companion import benchmarks, completion
+    from companion.bench import completion as benchmarks
+    from companion.linear import completion
 
     try:
         if args.steps < 1:
@@ -216,7 +217,7 @@ def _complete(args: argparse.Namespace) -> dict:
 
 
 def _finetune(args: argparse.Namespace) -> dict:
-    from companion.finetune import FinetuneConfig, finetune
+    from companion.adapt.finetune import FinetuneConfig, finetune
 
     try:
         cfg = FinetuneConfig(
@@ -241,7 +242,7 @@ def _finetune(args: argparse.Namespace) -> dict:
 
 
 def _reproduce(args: argparse.Namespace) -> dict:
-    from companion import baselines, runner
+    from companion.book import regression as baselines, notebooks as runner
 
     if args.update_baselines and args.profile != "smoke":
         raise UsageError("companion reproduce: --update-baselines applies to the smoke profile only")
@@ -280,11 +281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             _emit(commands[args.command](args), args.json)
         elif args.command == "bench":
             if args.what == "completion":
-                from companion.benchmarks import completion_benchmark
+                from companion.bench.completion import completion_benchmark
 
                 print(json.dumps(completion_benchmark(quick=args.quick), indent=2))
             else:
-                from companion import lora_bench
+                from companion.bench import lora as lora_bench
 
                 run = {"lora": lora_bench.run, "deep-lora": lora_bench.run_deep, "seeds": lora_bench.run_seeds}
                 print(json.dumps(run[args.what](), indent=2))

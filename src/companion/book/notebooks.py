@@ -18,7 +18,7 @@ NOTEBOOKS = ("01_theorem", "02_proof_verification", "03_compressed_trajectories"
              "05_invariant_subspaces_bert", "06_fewshot_stsb", "07_glue_limited_data")
 # Parameters every notebook's `parameters` cell must declare (papermill only warns otherwise).
 REQUIRED_PARAMETERS = ("profile", "results_dir", "force")
-ONLINE_ENV = "COMPANION_ONLINE"  # as companion.bert.ONLINE_ENV (not imported: no JAX in the runner)
+ONLINE_ENV = "COMPANION_ONLINE"  # as companion.adapt.bert.ONLINE_ENV (not imported: no JAX in the runner)
 # Per-cell limits (papermill's execution_timeout): generous, but never papermill's "no limit".
 CELL_TIMEOUT_S = {"smoke": 600, "full": 4 * 3600}
 

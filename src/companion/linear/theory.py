@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from companion import factorization
+from companion.linear import factorization
 
 Array = jax.Array
 

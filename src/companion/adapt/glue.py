@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from companion.metrics import METRICS
+from companion.adapt.metrics import METRICS
 
 if TYPE_CHECKING:  # the tokenizer is passed in by the caller; only its type is needed here
     from tokenizers import Encoding, Tokenizer
@@ -79,7 +79,7 @@ class GlueTask:
     label_names: tuple[str, ...]  # class names in class-index order; () for regression
     label_values: tuple[str, ...]  # the tsv spelling of each class, same order; () for regression
     is_regression: bool  # STS-B: a float score, not a class
-    metrics: tuple[str, ...]  # names in companion.metrics.METRICS that GLUE reports
+    metrics: tuple[str, ...]  # names in companion.adapt.metrics.METRICS that GLUE reports
     main_metric: str  # paper: CoLA Matthews, STS-B Pearson, others accuracy
     hub_config: str  # config (folder) of the task in the hub repository HUB_REPO
     hub_text_columns: tuple[str, ...]  # the hub's names for text_columns, same order

@@ -2,7 +2,7 @@
 PyTorch + PEFT on the same machine, model, batch and targets (issue 4).
 
 Each configuration runs in its own Python process, so its peak resident memory
-(``ru_maxrss``) is its own: ``python -m companion.lora_bench one FRAMEWORK SETUP`` prints one
+(``ru_maxrss``) is its own: ``python -m companion.bench.lora one FRAMEWORK SETUP`` prints one
 JSON line; ``run()`` starts them all and collects the lines.
 
 Setups: LoRA r = 8 on query-value and on all-dense (the 39 matrices of MiniLM with min side ≥
@@ -29,7 +29,7 @@ DEEP_SETUPS = ("deep-lora-compressed-query-value", "deep-lora-compressed-all-den
 BATCH, SEQ, RANK = 16, 128, 8
 PEFT_TARGETS = {
     "lora-query-value": ["query", "value"],
-    # Same 39 layers as companion.lora's all-dense on MiniLM: every dense layer but the head,
+    # Same 39 layers as companion.adapt.lora's all-dense on MiniLM: every dense layer but the head,
     # the word and the position embeddings.
     "lora-all-dense": ["query", "key", "value", "dense", "word_embeddings", "position_embeddings"],
 }
@@ -54,8 +54,8 @@ def jax_one(setup: str, warmup: int = 2, repeats: int = 10) -> dict:
     import jax
     import numpy as np
 
-    from companion import bert, data, lora
-    from companion.finetune import FinetuneConfig, Trainer, optimizer
+    from companion.adapt import bert, glue as data, lora
+    from companion.adapt.finetune import FinetuneConfig, Trainer, optimizer
 
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, 30000, (BATCH, SEQ)).astype(np.int32)
@@ -70,7 +70,7 @@ def jax_one(setup: str, warmup: int = 2, repeats: int = 10) -> dict:
     else:
         targets = "query-value" if setup.endswith("query-value") else "all-dense"
         if setup.startswith("deep-lora-compressed"):
-            from companion.finetune import build_model
+            from companion.adapt.finetune import build_model
 
             cfg = FinetuneConfig(task="stsb", method="deep-lora-compressed", targets=targets, rank=RANK)
             t0 = time.perf_counter()
@@ -97,7 +97,7 @@ def peft_one(setup: str, warmup: int = 2, repeats: int = 10) -> dict:
     import torch
     from transformers import BertForSequenceClassification
 
-    from companion import bert
+    from companion.adapt import bert
 
     torch.manual_seed(0)
     model = BertForSequenceClassification.from_pretrained(str(bert.resolve("minilm")), num_labels=1)
@@ -132,7 +132,7 @@ def run(frameworks=("jax", "pytorch+peft"), setups=SETUPS, repeats: int = 10) ->
     rows = []
     for setup in setups:
         for fw in frameworks:
-            proc = subprocess.run([sys.executable, "-m", "companion.lora_bench", "one", fw, setup, str(repeats)],
+            proc = subprocess.run([sys.executable, "-m", "companion.bench.lora", "one", fw, setup, str(repeats)],
                                   capture_output=True, text=True)
             if proc.returncode:
                 rows.append({"framework": fw, "setup": setup, "error": proc.stderr.strip().splitlines()[-1]})
@@ -157,7 +157,7 @@ def run_seeds(seeds: int = 4, steps: int = 6, task: str = "stsb") -> dict:
 
     Real data (COMPANION_DATA_DIR), LoRA r = 8 on query-value, 16 samples per seed, batch 16.
     """
-    from companion.finetune import FinetuneConfig, finetune, finetune_seeds
+    from companion.adapt.finetune import FinetuneConfig, finetune, finetune_seeds
 
     cfg = FinetuneConfig(task=task, samples=16, steps=steps, targets="query-value", eval_examples=16)
     together = finetune_seeds(cfg, list(range(seeds)))
@@ -171,7 +171,7 @@ def run_deep(repeats: int = 10) -> dict:
     """Compressed Deep LoRA vs vanilla LoRA (r = 8, same targets), ours only; target ratio ≤ 1.10."""
     rows = []
     for setup in ("lora-query-value", DEEP_SETUPS[0], "lora-all-dense", DEEP_SETUPS[1]):
-        proc = subprocess.run([sys.executable, "-m", "companion.lora_bench", "one", "jax", setup, str(repeats)],
+        proc = subprocess.run([sys.executable, "-m", "companion.bench.lora", "one", "jax", setup, str(repeats)],
                               capture_output=True, text=True)
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else
                     {"setup": setup, "error": proc.stderr.strip().splitlines()[-1]})

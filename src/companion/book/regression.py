@@ -15,7 +15,7 @@ import math
 import shutil
 from pathlib import Path
 
-from companion.results import read_table
+from companion.book.results import read_table
 
 RTOL = 1e-6  # relative: float64 runs on one CPU type agree far tighter than this
 ATOL = 1e-9  # absolute: residuals at machine precision (~1e-16) vary with BLAS, not with code

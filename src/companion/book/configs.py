@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from companion.profiles import PROFILES
+from companion.book.profiles import PROFILES
 
 
 def _check_profile_name(profile: str) -> None:

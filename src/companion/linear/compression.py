@@ -32,7 +32,7 @@ from typing import NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from companion import factorization
+from companion.linear import factorization
 
 Array = jax.Array
 

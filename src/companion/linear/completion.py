@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from companion import compression, factorization
+from companion.linear import compression, factorization
 
 Array = jax.Array
 METHODS = ("original", "compressed", "compressed-gamma0", "narrow")

@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from companion import bert, data, lora, metrics
+from companion.adapt import bert, glue as data, lora, metrics
 
 METHODS = ("lora", "deep-lora", "deep-lora-narrow", "deep-lora-compressed", "full")
 
@@ -37,7 +37,7 @@ class FinetuneConfig:
     """One fine-tuning run (written to config.json beside its results)."""
 
     task: str  # GLUE task key: cola, mnli, mrpc, qnli, qqp, rte, sst2, stsb
-    method: str = "lora"  # an adapter kind of companion.lora.KINDS, or "full" (every weight; reference)
+    method: str = "lora"  # an adapter kind of companion.adapt.lora.KINDS, or "full" (every weight; reference)
     samples: int | None = None  # few-shot size, drawn with replacement (None: full train split)
     steps: int = 500  # optimizer steps
     seed: int = 0  # fixes subset, head and adapter init, dropout, batch order

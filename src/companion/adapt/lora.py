@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from companion.bert import BertForSequenceClassification, BertModel, Embed, Head
+from companion.adapt.bert import BertForSequenceClassification, BertModel, Embed, Head
 
 Array = jax.Array
 TARGET_SETS = ("query-value", "attention-mlp", "all-dense")
@@ -206,7 +206,7 @@ def compressed_factors(key: Array, in_features: int, out_features: int, rank: in
     Args:
       gradient: (out, in) ∂ℓ/∂W in the paper's layout (kernel gradient transposed).
     """
-    from companion import compression
+    from companion.linear import compression
 
     width = min(in_features, out_features)
     if rank > width:
@@ -278,7 +278,7 @@ def apply_adapters(model, config: AdapterConfig, gradients: dict[str, Array] | N
     layers = dict(_encoder(model).named_layers())
     key = jax.random.key(config.seed)
     if config.kind == "deep-lora-compressed" and gradients is None:
-        raise ValueError("compressed Deep LoRA needs the first gradients (companion.lora.first_gradients)")
+        raise ValueError("compressed Deep LoRA needs the first gradients (companion.adapt.lora.first_gradients)")
     for i, name in enumerate(names):
         layer = layers[name]
         if layer.adapter is not None:

@@ -17,8 +17,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from companion import completion
-from companion.profiles import device_description
+from companion.linear import completion
+from companion.book.profiles import device_description
 
 
 def lr_for(width: int, fraction: float) -> float:

@@ -2,7 +2,7 @@
 
 The module tree mirrors the Hugging Face ``BertModel`` closely enough that every dense layer
 has its familiar name (``encoder.layer.3.attention.self.query``, ``pooler.dense``, …), which is
-what adapters target (``companion.lora``). Kernels are stored (in, out) as in Flax; Hugging
+what adapters target (``companion.adapt.lora``). Kernels are stored (in, out) as in Flax; Hugging
 Face's PyTorch (out, in) weights are transposed on load.
 
 Dropout takes an explicit key (``dropout_key=None`` means evaluation), so a training step is a
@@ -81,7 +81,7 @@ class Linear(nnx.Module):
         # JAX's x64 mode on, and BERT must not change with it.
         self.kernel = param_type(init_std * jax.random.normal(rngs.params(), (in_features, out_features), jnp.float32))
         self.bias = param_type(jnp.zeros((out_features,), jnp.float32))
-        self.adapter = nnx.data(None)  # an adapter module (companion.lora) when attached
+        self.adapter = nnx.data(None)  # an adapter module (companion.adapt.lora) when attached
 
     def __call__(self, x: Array) -> Array:
         y = x @ self.kernel[...] + self.bias[...]
@@ -96,7 +96,7 @@ class Embed(nnx.Module):
     def __init__(self, num: int, features: int, *, rngs: nnx.Rngs, init_std: float = 0.02):
         self.in_features, self.out_features = num, features
         self.embedding = nnx.Param(init_std * jax.random.normal(rngs.params(), (num, features), jnp.float32))
-        self.adapter = nnx.data(None)  # an adapter module (companion.lora) when attached
+        self.adapter = nnx.data(None)  # an adapter module (companion.adapt.lora) when attached
 
     def __call__(self, ids: Array) -> Array:
         y = jnp.take(self.embedding[...], ids, axis=0)
@@ -230,7 +230,7 @@ class BertForSequenceClassification(nnx.Module):
     """BERT + dropout + a linear classifier on the pooled output (as Hugging Face's).
 
     ``num_labels = 1`` is regression (STS-B, MSE on logit 0, PAPER.md §4). The classifier's
-    parameters have type ``Head`` (frozen unless asked, ``companion.lora``).
+    parameters have type ``Head`` (frozen unless asked, ``companion.adapt.lora``).
     """
 
     def __init__(self, config: BertConfig, num_labels: int, *, rngs: nnx.Rngs):

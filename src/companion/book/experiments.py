@@ -14,8 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from companion import completion, compression, data, factorization, finetune, lora, theory
-from companion.configs import (AdaptationSetting, CompletionConfig, FactorizationSetting, FewShotConfig,
+from companion.linear import completion, compression, factorization, theory
+from companion.adapt import glue as data, finetune, lora
+from companion.book.configs import (AdaptationSetting, CompletionConfig, FactorizationSetting, FewShotConfig,
                                GlueLimitedConfig, ProofConfig, SubspaceConfig, TrajectoryConfig)
 
 

@@ -174,7 +174,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return pearson(_average_ranks(x), _average_ranks(y))
 
 
-# Name → function, the names used by ``GlueTask.metrics`` in ``companion.data``.
+# Name → function, the names used by ``GlueTask.metrics`` in ``companion.adapt.glue``.
 METRICS: Mapping[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": accuracy,
     "f1": f1,

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from companion.profiles import device_description
+from companion.book.profiles import device_description
 
 PACKAGES = ("companion", "jax", "jaxlib", "flax", "optax", "numpy", "matplotlib", "papermill")
 
