@@ -147,8 +147,8 @@ class Results:
         self.figures.append(name)
         return png
 
-    def add_metrics(self, **values: float | int) -> None:
-        """Record reported numbers (flat: one key per number)."""
+    def add_metrics(self, **values: float | int) -> dict[str, float | int]:
+        """Record reported numbers (flat: one key per number); returns every metric so far."""
         for key, value in values.items():
             if isinstance(value, (bool, np.bool_)):
                 value = int(value)
@@ -157,6 +157,7 @@ class Results:
             else:
                 value = float(value)
             self.metrics[key] = value
+        return dict(self.metrics)
 
     def finish(self) -> dict[str, Any]:
         """Write metrics.json and provenance.json; returns the provenance."""

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from companion.book import plots as plotting  # noqa: E402
+from companion.book.plots import adapt as plotting  # noqa: E402
 from companion.book import experiments
 
 
