@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from typing import Any
 
 PROFILES = ("smoke", "full")
 FORCE_ENV = "COMPANION_FORCE_FULL"
@@ -25,6 +27,30 @@ def has_accelerator() -> bool:
     return jax.default_backend() in ("gpu", "cuda", "rocm", "tpu")
 
 
+def check_profile_name(profile: str) -> str:
+    """The profile name, if it is one of PROFILES (the one place the name is checked).
+
+    Raises:
+      ValueError: unknown profile; the message lists the known ones.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    return profile
+
+
+def with_overrides(config: Any, **overrides: Any) -> Any:
+    """``dataclasses.replace`` that ignores ``None`` (a notebook parameter left unset).
+
+    Raises:
+      ValueError: a name that is not a field of the config.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(given) - {f.name for f in dataclasses.fields(config)}
+    if unknown:
+        raise ValueError(f"unknown setting(s) {sorted(unknown)} for {type(config).__name__}")
+    return dataclasses.replace(config, **given)
+
+
 def check_profile(profile: str, force: bool = False) -> str:
     """Validate a profile name and refuse ``full`` on a machine without an accelerator.
 
@@ -40,8 +66,7 @@ def check_profile(profile: str, force: bool = False) -> str:
       ValueError: unknown profile.
       RuntimeError: ``full`` without a GPU and without force; the message says what to do.
     """
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    check_profile_name(profile)
     forced = force or os.environ.get(FORCE_ENV, "") not in ("", "0")
     if profile == "full" and not forced and not has_accelerator():
         raise RuntimeError(
