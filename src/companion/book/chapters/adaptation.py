@@ -1,0 +1,66 @@
+"""What every fine-tuning run of chapters 5–7 shares, per profile.
+
+The full profile is the paper's protocol (arXiv:2406.04112, Deep LoRA experiments; the authors'
+deep-lora-transformers@618c410 scripts): all-dense targets, AdamW at 1e-4, batches of 16
+sequences of at most 128 tokens, the full validation split. The smoke profile runs the same
+code at toy size on a CPU: the first 2 of MiniLM's 6 layers, query-value targets, batches of 8
+sequences of at most 32 tokens (longer examples dropped, as the paper drops those over 128), a
+96-example validation subset and a larger step (1e-3) so that a few dozen steps move the
+adapters. Smoke numbers are regression checks of the code, not replications.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from companion.adapt.adapters import AdapterConfig
+from companion.adapt.training import FinetuneConfig
+from companion.book.profiles import check_profile_name
+
+# Most seeds in one vectorised program. Full: wide all-dense Deep LoRA on BERT-base holds ~195M
+# adapter parameters per seed (~3 GB with the gradient and AdamW's two moments), so 5 seeds at a
+# time fit an 80 GB GPU. Smoke: every seed at once.
+PARALLEL = {"smoke": None, "full": 5}
+
+
+def base(profile: str, **changes: Any) -> FinetuneConfig:
+    """The shared fine-tuning settings of a profile, with ``changes`` applied (``vary``).
+
+    Args:
+      profile: "smoke" or "full".
+      changes: fields of FinetuneConfig or of its AdapterConfig (e.g. targets, online).
+
+    Returns:
+      FinetuneConfig for STS-B with vanilla LoRA of rank 8 (each chapter varies it).
+    """
+    check_profile_name(profile)
+    adapter = AdapterConfig(method="lora", rank=8, depth=3, init_scale=1e-3,
+                            targets="query-value" if profile == "smoke" else "all-dense")
+    if profile == "smoke":
+        config = FinetuneConfig(task="stsb", adapter=adapter, model="minilm", num_layers=2, max_seq_length=32,
+                                batch_size=8, lr=1e-3, eval_examples=96)
+    else:
+        # "auto": bert-base-cased when it can be loaded, else the packaged MiniLM (named in every output).
+        config = FinetuneConfig(task="stsb", adapter=adapter, model="auto", num_layers=None, max_seq_length=128,
+                                batch_size=16, lr=1e-4, eval_examples=None)
+    return vary(config, **changes)
+
+
+def vary(config: FinetuneConfig, **changes: Any) -> FinetuneConfig:
+    """``dataclasses.replace`` on the config and its adapter at once: each change goes to the
+    dataclass that has the field (``vary(c, method="deep-lora", steps=200)``).
+
+    Raises:
+      ValueError: a name that neither FinetuneConfig nor AdapterConfig has.
+    """
+    top = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    inner = {f.name for f in dataclasses.fields(AdapterConfig)}
+    unknown = sorted(set(changes) - top - inner)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}; FinetuneConfig and AdapterConfig have {sorted(top | inner)}")
+    adapter_changes = {k: v for k, v in changes.items() if k in inner and k not in top}
+    config = dataclasses.replace(config, **{k: v for k, v in changes.items() if k in top})
+    if adapter_changes:
+        config = dataclasses.replace(config, adapter=dataclasses.replace(config.adapter, **adapter_changes))
+    return config
