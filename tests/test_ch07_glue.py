@@ -1,0 +1,47 @@
+"""Chapter 7 (limited-data GLUE): settings, tasks present or absent, the claims."""
+
+import dataclasses
+import json
+
+import pytest
+
+from companion.book import claims
+from companion.book.chapters import ch07_glue as ch
+from conftest import ROOT
+
+SMOKE = json.loads((ROOT / "baselines" / "smoke" / ch.NOTEBOOK / "metrics.json").read_text())
+
+
+def test_full_profile_is_the_papers_protocol():
+    c = ch.config("full")
+    assert c.samples == 1024 and c.seeds == 10 and c.steps_for("sst2") == 600 and c.steps_for("rte") == 1000
+    assert c.base.adapter.targets == "all-dense" and c.deep_method == "deep-lora"
+    assert ch.config("smoke", tasks="RTE, mrpc").tasks == ("rte", "mrpc")
+
+
+def test_paper_overall_is_the_mean_of_the_tasks():
+    assert sum(p.value for p in ch.PAPER.values()) / 8 == pytest.approx(ch.PAPER_OVERALL.value, abs=1e-3)
+
+
+@pytest.mark.parametrize("profile,change,fails", [
+    ("smoke", {"rte_deep_mean": float("nan")}, "finite"),
+    ("smoke", {"tasks_run": 6}, "every task run is reported"),
+    ("full", {"overall_delta": -0.01}, "not worse than vanilla"),
+])
+def test_claims(profile, change, fails):
+    good = {**SMOKE, "overall_delta": 0.02} if profile == "full" else SMOKE
+    assert all(c.holds for c in ch.check_claims(good, profile))
+    with pytest.raises(claims.ClaimsFailed, match=fails):
+        ch.check_claims({**good, **change}, profile)
+
+
+def test_refuses_unknown_or_absent_tasks(tmp_path):
+    cfg = ch.config("smoke")
+    with pytest.raises(ValueError, match="unknown task"):
+        ch.tasks_to_run(dataclasses.replace(cfg, tasks=("squad",)))
+    (tmp_path / "RTE").mkdir()
+    empty = dataclasses.replace(cfg, base=dataclasses.replace(cfg.base, data_dir=str(tmp_path)))
+    with pytest.raises(FileNotFoundError, match="no GLUE data for \\['rte'\\]"):
+        ch.tasks_to_run(dataclasses.replace(empty, tasks=("rte",)))
+    with pytest.raises(FileNotFoundError, match="no GLUE task has data"):
+        ch.tasks_to_run(empty)
