@@ -20,7 +20,35 @@ def smoke_executions(tmp_path_factory):
     from companion.book import notebooks as runner
 
     results_dir = tmp_path_factory.mktemp("results")
-    return {
-        e.notebook: e
-        for e in runner.reproduce("smoke", root=ROOT, results_dir=results_dir)
-    }
+    executions = {e.notebook: e for e in runner.reproduce("smoke", root=ROOT, results_dir=results_dir)}
+    _TIMINGS.update({name: round(e.wall_time_s, 1) for name, e in executions.items()})
+    return executions
+
+
+def pytest_collection_modifyitems(items):
+    """Mark what executes notebooks (`notebooks`) or builds the book (`book`), so an inner loop
+    can skip them: ``pytest -m "not notebooks and not book"``."""
+    for item in items:
+        if "smoke_executions" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.notebooks)
+        if item.path.name == "test_book.py":
+            item.add_marker(pytest.mark.book)
+
+
+_TIMINGS: dict[str, float] = {}
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Wall-clock times of the smoke notebooks, recorded (printed and written to
+    _build/smoke_timings.json), never asserted: a slow machine is not a failing test."""
+    if not _TIMINGS:
+        return
+    import json
+
+    terminalreporter.section("smoke notebook wall times (kernel start and compilation included)")
+    for name, seconds in _TIMINGS.items():
+        terminalreporter.write_line(f"{name:>32}: {seconds:6.1f} s")
+    terminalreporter.write_line(f"{'total':>32}: {sum(_TIMINGS.values()):6.1f} s")
+    out = ROOT / "_build" / "smoke_timings.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(_TIMINGS, indent=2) + "\n")
