@@ -110,7 +110,7 @@ def _paired_lines(ax, rows: Sequence[dict], key: str, paper: dict, deep_label: s
 
 def fewshot_curve(rows: Sequence[dict], paper: dict, stamp: str, deep_label: str = "Deep LoRA"):
     """Validation score against few-shot size (log x), mean over seeds with a ±std/2 band
-    (PAPER.md §4: vanilla orange, deep blue); the paper's means as hollow markers.
+    (the paper's colours: vanilla orange, deep blue); the paper's means as hollow markers.
 
     Args:
       rows: dicts with method ("lora" or a Deep LoRA kind), samples, seed, value.
@@ -126,7 +126,7 @@ def fewshot_curve(rows: Sequence[dict], paper: dict, stamp: str, deep_label: str
 
 
 def rank_histogram(ranks: dict, max_rank: int, stamp: str):
-    """Numerical ranks (singular values > 1e-3) of every adapted ΔW (PAPER.md §4).
+    """Numerical ranks (singular values > 1e-3) of every adapted ΔW (arXiv:2406.04112, numerical-rank histogram).
 
     Args:
       ranks: {method: [rank per adapted layer]}; max_rank: right end of the axis.
@@ -153,7 +153,7 @@ def rank_histogram(ranks: dict, max_rank: int, stamp: str):
 
 def rank_robustness(rows: Sequence[dict], paper: dict, stamp: str):
     """Score against the adapter rank r: vanilla LoRA rank r vs narrow Deep LoRA of width r,
-    mean ± std over seeds; the paper's means hollow (PAPER.md §4).
+    mean ± std over seeds; the paper's means hollow (arXiv:2406.04112, rank robustness).
 
     Args:
       rows: dicts with method ("lora" | "deep-lora-narrow"), rank, seed, value.
@@ -170,7 +170,7 @@ def rank_robustness(rows: Sequence[dict], paper: dict, stamp: str):
 
 def variant_curves(compare: dict, paper: dict, stamp: str):
     """Compressed vs wide vs random-narrow Deep LoRA: training loss and validation score over
-    steps (PAPER.md §4); the paper's scores at steps 20/40/80/200 hollow.
+    steps (arXiv:2406.04112, compressed Deep LoRA); the paper's scores at steps 20/40/80/200 hollow.
 
     Args:
       compare: {variant: {"curve": [(step, score)], "loss": [(step, loss)]}}.
@@ -206,11 +206,11 @@ def variant_curves(compare: dict, paper: dict, stamp: str):
 
 
 def glue_deltas(deltas: dict, paper: dict, stamp: str):
-    """Violin plot of the per-seed Δ = Deep LoRA − vanilla LoRA per task (PAPER.md §4's
+    """Violin plot of the per-seed Δ = Deep LoRA − vanilla LoRA per task (arXiv:2406.04112's
     limited-data GLUE), with each task's mean and the paper's mean Δ as a red marker.
 
     Args:
-      deltas: ``experiments.paired_deltas`` output; paper: {task: Δ} (may miss tasks).
+      deltas: ``statistics.paired_deltas`` output; paper: {task: Δ} (may miss tasks).
     """
     tasks = list(deltas["per_task"])
     fig, ax = plt.subplots(figsize=(1.2 * len(tasks) + 2.5, 3.6))
