@@ -1,4 +1,5 @@
-"""companion.linear.completion: the paper's conventions, the sparse step, the four methods (PAPER.md §3)."""
+"""companion.linear.completion: the paper's conventions, the sparse step, the four methods (arXiv:2406.04112, deep matrix
+completion experiments (authors' notebooks))."""
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +7,14 @@ import numpy as np
 import pytest
 
 from companion.linear import completion, compression, factorization
+from companion.linear.precision import float64
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """The tests build their own arrays too: run each one in float64, as the library does."""
+    with float64():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +83,7 @@ def test_narrow_init_is_scaled_semi_orthogonal():
 def methods():
     """A small completion problem solved by the four methods with one η, tol and budget."""
     p = completion.make_problem(jax.random.key(3), 60, 3, 0.35)
-    kw = dict(depth=3, scale=1e-3, lr=1.5e2, rank_estimate=3, gamma=0.01, budget=40_000, tol=1e-10, record_every=100)
+    kw = dict(depth=3, init_scale=1e-3, lr=1.5e2, rank_estimate=3, gamma=0.01, budget=40_000, tol=1e-10, record_every=100)
     return {m: completion.run_method(m, p, **kw) for m in completion.METHODS}
 
 
@@ -89,7 +98,7 @@ def test_compressed_gamma_matches_original_steps_and_gamma0_stalls(methods):
 
 def test_steps_to_tolerance_is_exact():
     p = completion.make_problem(jax.random.key(4), 30, 2, 0.5)
-    run = completion.run_method("original", p, depth=3, scale=0.3, lr=50.0, budget=3000, tol=1e-6, record_every=1)
+    run = completion.run_method("original", p, depth=3, init_scale=0.3, lr=50.0, budget=3000, tol=1e-6, record_every=1)
     hit = run.steps_to_tol
     assert run.converged and run.train_loss[hit] < 1e-6 <= run.train_loss[hit - 1]
     assert run.steps[-1] == hit  # the loop stopped there
@@ -106,6 +115,32 @@ def test_validation_messages():
         completion.validate(50, 2, 0.5, 25)
     p = completion.make_problem(jax.random.key(0), 20, 2, 0.5)
     with pytest.raises(ValueError, match="unknown method 'dense'"):
-        completion.run_method("dense", p, depth=3, scale=1e-3, lr=1.0, budget=10, tol=0.0, record_every=10)
+        completion.run_method("dense", p, depth=3, init_scale=1e-3, lr=1.0, budget=10, tol=0.0, record_every=10)
     with pytest.raises(ValueError, match="diverged"):
-        completion.run_method("original", p, depth=3, scale=0.5, lr=1e7, budget=100, tol=0.0, record_every=10)
+        completion.run_method("original", p, depth=3, init_scale=0.5, lr=1e7, budget=100, tol=0.0, record_every=10)
+
+
+def test_problem_key_is_independent_of_the_init_key():
+    a, b = completion.problem_key(3), completion.problem_key(3)
+    assert np.array_equal(jax.random.key_data(a), jax.random.key_data(b))
+    assert not np.array_equal(jax.random.key_data(a), jax.random.key_data(jax.random.key(3)))
+    p1 = completion.make_problem(a, 20, 2, 0.5)
+    p2 = completion.make_problem(b, 20, 2, 0.5)
+    np.testing.assert_array_equal(p1.target, p2.target)
+    np.testing.assert_array_equal(p1.mask, p2.mask)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_principal_components_of_a_line(count):
+    """Iterates on a line through the mean: all variance on PC 1, the others see ~0."""
+    direction = np.zeros((4, 4))
+    direction[1, 2] = 1.0
+    ts = np.linspace(-1, 1, 7)
+    ref = np.stack([t * direction for t in ts])
+    other = ref[:3] + 0.5 * direction
+    pcs = completion.principal_components(ref, other, count=count)
+    assert [p.shape for p in pcs] == [(7, count), (3, count)]
+    np.testing.assert_allclose(np.abs(pcs[0][:, 0]), np.abs(ts), atol=1e-12)
+    np.testing.assert_allclose(np.abs(pcs[1][:, 0]), np.abs(ts[:3] + 0.5), atol=1e-12)
+    if count > 1:
+        np.testing.assert_allclose(pcs[0][:, 1:], 0, atol=1e-12)

@@ -1,4 +1,5 @@
-"""companion.linear.theory: the theorem over a table of settings, the recursion, the proof's events."""
+"""companion.linear.theory: the theorem over a table of settings, the recursion, the proof's events
+(arXiv:2406.04112, the invariant-subspace theorem)."""
 
 import jax
 import jax.numpy as jnp
@@ -7,8 +8,15 @@ import pytest
 
 from companion.linear import factorization as F
 from companion.linear import theory
-from companion.book.configs import FactorizationSetting
-from companion.book.experiments import initial_state, run_theorem
+from companion.linear.factorization import FactorizationSetting, initial_state
+from companion.linear.precision import float64
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """The tests build their own arrays too: run each one in float64, as the library does."""
+    with float64():
+        yield
 
 # (d, r*, L, scales, η, λ): λ = 0 and λ > 0, depth 2–5, equal and unequal ε_l, several d and r*.
 TABLE = [
@@ -25,8 +33,8 @@ TABLE = [
 
 @pytest.mark.parametrize("d,r,L,scales,lr,wd", TABLE)
 def test_theorem_holds(d, r, L, scales, lr, wd):
-    s = FactorizationSetting(width=d, rank=r, depth=L, scales=scales, lr=lr, weight_decay=wd, steps=60)
-    run = run_theorem(s, angles=False)
+    s = FactorizationSetting(width=d, target_rank=r, depth=L, init_scales=scales, lr=lr, weight_decay=wd, steps=60)
+    run = theory.check_theorem(s, angles=False)
     assert run.dim_s == d - 2 * r  # generic Φ, Θ(0): the bound is met with equality
     # From the first step on, exactly d − 2r* singular values equal ρ_l(t) (all d at t = 0).
     assert run.counts[0].min() == d
@@ -52,11 +60,11 @@ def test_rho_recursion_by_hand():
 
 def test_rho_block_does_not_depend_on_target():
     """ρ_l(t) is independent of Φ: two targets, same ρ-block singular values."""
-    setting = FactorizationSetting(width=16, rank=2, depth=3, scales=(0.5, 0.7, 0.6), lr=0.1,
+    setting = FactorizationSetting(width=16, target_rank=2, depth=3, init_scales=(0.5, 0.7, 0.6), lr=0.1,
                                    weight_decay=1e-3, steps=40)
     w0, phi_a = initial_state(setting)
     phi_b = F.low_rank_target(jax.random.key(99), 16, 3)
-    rho = theory.rho_trajectory(setting.scales, 0.1, 1e-3, 40)[-1]
+    rho = theory.rho_trajectory(setting.init_scales, 0.1, 1e-3, 40)[-1]
     for phi, r in ((phi_a, 2), (phi_b, 3)):
         final, _ = F.run_gd(w0, phi, lr=0.1, weight_decay=1e-3, steps=40)
         sv = jnp.linalg.svd(final, compute_uv=False)
@@ -64,7 +72,7 @@ def test_rho_block_does_not_depend_on_target():
 
 
 def test_proof_vectors_satisfy_events_at_start_and_chain():
-    setting = FactorizationSetting(width=14, rank=3, depth=3, scales=(0.5, 1.5, 0.8), lr=0.1,
+    setting = FactorizationSetting(width=14, target_rank=3, depth=3, init_scales=(0.5, 1.5, 0.8), lr=0.1,
                                    weight_decay=0.0, steps=1)
     w0, phi = initial_state(setting)
     vec = theory.proof_vectors(w0, phi)
@@ -72,10 +80,10 @@ def test_proof_vectors_satisfy_events_at_start_and_chain():
     np.testing.assert_allclose(vec.v[1:], vec.u[:-1], atol=0)  # v^(l+1) = u^(l)
     for b in (vec.v, vec.u):
         np.testing.assert_allclose(jnp.swapaxes(b, 1, 2) @ b, np.broadcast_to(np.eye(8), (3, 8, 8)), atol=1e-14)
-    res = theory.event_residuals(w0, phi, vec, jnp.array(setting.scales))
+    res = theory.event_residuals(w0, phi, vec, jnp.array(setting.init_scales))
     assert res.shape == (4, 3) and float(res.max()) < 1e-14
     # A wrong ρ breaks events A and B by exactly the relative error made.
-    bad = theory.event_residuals(w0, phi, vec, jnp.array(setting.scales) * 1.01)
+    bad = theory.event_residuals(w0, phi, vec, jnp.array(setting.init_scales) * 1.01)
     assert float(bad[0].min()) == pytest.approx(0.01, rel=1e-6)
 
 
@@ -87,9 +95,9 @@ def test_layer_scales_rejects_non_orthogonal():
 
 
 def test_angles_only_learning_vectors_move():
-    s = FactorizationSetting(width=12, rank=2, depth=3, scales=(0.5,) * 3, lr=0.1,
+    s = FactorizationSetting(width=12, target_rank=2, depth=3, init_scales=(0.5,) * 3, lr=0.1,
                              weight_decay=0.0, steps=80, record_every=4)
-    run = run_theorem(s, angles=True)
+    run = theory.check_theorem(s, angles=True)
     rho_block = np.asarray(theory.rho_group(run.singular_values, run.rho, run.dim_s))
     assert np.degrees(run.angles[1:][rho_block[1:]]).max() < 1e-8
     assert np.degrees(run.angles[-1][~rho_block[-1]]).min() > 1.0
@@ -107,9 +115,9 @@ def test_counts_and_deviation_helpers():
 
 
 def test_papers_own_check():
-    """PAPER.md §1: d=40, r*=3, L=3, ε=0.5, η=0.1, λ=1e-3, 300 steps, float64 — exactly 34
-    singular values of each layer equal ρ_l(t) to 1e-9 relative."""
-    s = FactorizationSetting(width=40, rank=3, depth=3, scales=(0.5,) * 3, lr=0.1, weight_decay=1e-3, steps=300)
-    run = run_theorem(s, rtol=1e-9, angles=False)
+    """d=40, r*=3, L=3, ε=0.5, η=0.1, λ=1e-3, 300 steps, float64: exactly 34 = d − 2r* singular
+    values of each layer equal ρ_l(t) to 1e-9 relative (the theorem, arXiv:2406.04112)."""
+    s = FactorizationSetting(width=40, target_rank=3, depth=3, init_scales=(0.5,) * 3, lr=0.1, weight_decay=1e-3, steps=300)
+    run = theory.check_theorem(s, rtol=1e-9, angles=False)
     assert run.counts[1:].min() == 34 and run.counts[1:].max() == 34
     assert run.rel_dev.max() < 1e-12

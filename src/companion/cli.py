@@ -132,44 +132,45 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _theorem(args: argparse.Namespace) -> dict:
-    from companion.book.configs import FactorizationSetting
+    from companion.linear.factorization import FactorizationSetting
 
     if args.scales is None and args.scale is None:
         raise UsageError("companion theorem: give --scale EPS (or --scales E1,…,EL)")
     scales = args.scales if args.scales is not None else (args.scale,) * max(args.depth, 0)
     try:
         setting = FactorizationSetting(
-            width=args.width, rank=args.rank, depth=args.depth, scales=tuple(scales), lr=args.lr,
+            width=args.width, target_rank=args.rank, depth=args.depth, init_scales=tuple(scales), lr=args.lr,
             weight_decay=args.weight_decay, steps=args.steps, seed=args.seed,
         )
     except ValueError as e:
         raise UsageError(f"companion theorem: {e}") from None
-    from companion.book.experiments import run_theorem
+    from companion.linear.theory import check_theorem
 
     try:
-        run = run_theorem(setting, rtol=args.rtol, angles=False)
+        run = check_theorem(setting, rtol=args.rtol, angles=False)
     except ValueError as e:
         raise UsageError(f"companion theorem: {e}") from None
     out = run.summary()
     out["holds"] = bool(out["min_count"] >= out["required_count"])
     out["wall_time_s"] = round(run.wall_time_s, 3)
     out["settings"] = {
-        "width": setting.width, "rank": setting.rank, "depth": setting.depth,
-        "scales": list(setting.scales), "lr": setting.lr, "weight_decay": setting.weight_decay,
+        "width": setting.width, "rank": setting.target_rank, "depth": setting.depth,
+        "scales": list(setting.init_scales), "lr": setting.lr, "weight_decay": setting.weight_decay,
         "steps": setting.steps, "seed": setting.seed, "rtol": args.rtol,
     }
     return out
 
 
 def _compress(args: argparse.Namespace) -> dict:
-    from companion.book.configs import FactorizationSetting
+    from companion.linear.compression import compress_point
+    from companion.linear.factorization import FactorizationSetting
 
     try:
         setting = FactorizationSetting(
-            width=args.width, rank=args.rank, depth=args.depth, scales=(args.scale,) * max(args.depth, 0),
-            lr=args.lr, weight_decay=0.0, steps=args.steps, seed=args.seed,
+            width=args.width, target_rank=args.rank, depth=args.depth,
+            init_scales=(args.scale,) * max(args.depth, 0), lr=args.lr, weight_decay=0.0,
+            steps=args.steps, seed=args.seed,
         )
-        from companion.book.experiments import compress_point
 
         out = compress_point(setting, args.rank_estimate)
     except ValueError as e:
@@ -180,12 +181,11 @@ def _compress(args: argparse.Namespace) -> dict:
 
 
 def _divisor_at_most(n: int, cap: int) -> int:
+    """The largest divisor of n that is at most cap (a record interval that divides the budget)."""
     return max(k for k in range(1, min(n, cap) + 1) if n % k == 0)
 
 
 def _complete(args: argparse.Namespace) -> dict:
-    import jax
-
     from companion.bench import completion as benchmarks
     from companion.linear import completion
 
@@ -196,10 +196,10 @@ def _complete(args: argparse.Namespace) -> dict:
         completion.validate(args.width, args.rank, args.fraction,
                             None if args.method == "original" else r_hat)
         lr = args.lr if args.lr is not None else benchmarks.lr_for(args.width, args.fraction)
-        problem = completion.make_problem(jax.random.fold_in(jax.random.key(args.seed), 1),
-                                          args.width, args.rank, args.fraction)
+        problem = completion.make_problem(completion.problem_key(args.seed), args.width, args.rank,
+                                          args.fraction)
         run = completion.run_method(
-            args.method, problem, depth=args.depth, scale=args.scale, lr=lr, rank_estimate=r_hat,
+            args.method, problem, depth=args.depth, init_scale=args.scale, lr=lr, rank_estimate=r_hat,
             gamma=args.gamma, budget=args.steps, tol=args.tol, seed=args.seed,
             record_every=_divisor_at_most(args.steps, 100),
         )

@@ -1,5 +1,5 @@
 """Deep matrix completion with the paper's conventions, four methods, one interface
-(PAPER.md §3).
+(arXiv:2406.04112, deep matrix completion experiments (authors' notebooks)).
 
 Loss: ℓ = ½ · mean over all d² entries of ((f − Φ) ⊙ M)², M the mask of exactly ⌊p·d²⌋
 observed entries drawn without replacement; Φ the rank-r* truncation of a standard Gaussian
@@ -11,7 +11,8 @@ Methods (``METHODS``):
   original           L factors d × d, ε-scaled orthogonal, step η on all.
   compressed         U_{L,1}, V_{1,1} from the first gradient (``compression``), L inner
                      2r̂ × 2r̂ factors at ε I; inner step η, outer step γη (γ = 0.01).
-  compressed-gamma0  the same with γ = 0 (outer factors frozen): stalls (PAPER.md §2).
+  compressed-gamma0  the same with γ = 0 (outer factors frozen): stalls (arXiv:2406.04112,
+                     compression from the first gradient, matrix completion).
   narrow             a randomly initialised network of width 2r̂ (d → 2r̂ → … → 2r̂ → d),
                      every factor ε-scaled (semi-)orthogonal, step η on all.
 
@@ -19,6 +20,10 @@ Speed: the compressed and narrow steps never form a d × d array. With X = U·W�
 prediction on Ω is Σ_k X[i,k] V[j,k] and the gradients are segment sums over Ω:
 R V, Rᵀ X (d × 2r̂) and Uᵀ(R V) (2r̂ × 2r̂) — O(|Ω|·r) work per step. Only the recorded
 recovery error (every ``record_every`` steps) touches all d² entries.
+
+Names: ``target_rank`` is r*, ``rank_estimate`` r̂, ``hidden`` the width of a narrow network
+(2r̂ by default), ``init_scale`` ε (the same for every layer). Every public function runs in
+float64 (``precision.float64``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import numpy as np
 import optax
 
 from companion.linear import compression, factorization
+from companion.linear.precision import float64
 
 Array = jax.Array
 METHODS = ("original", "compressed", "compressed-gamma0", "narrow")
@@ -69,6 +75,7 @@ class Problem(NamedTuple):
 
     @property
     def width(self) -> int:
+        """d, the side of Φ."""
         return self.target.shape[0]
 
 
@@ -97,41 +104,63 @@ def _padded_layouts(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, widt
                 csc_rows=csc_rows, csc_source=csc_source, csc_valid=csc_valid)
 
 
-def validate(width: int, rank: int, fraction: float, rank_estimate: int | None = None) -> int:
+def validate(width: int, target_rank: int, fraction: float, rank_estimate: int | None = None) -> int:
     """Check a completion setting; returns |Ω| = ⌊p·d²⌋.
+
+    Args:
+      width: d. target_rank: r*. fraction: p. rank_estimate: r̂ (None: not checked).
 
     Raises:
       ValueError: p outside (0, 1], fewer observed entries than the 2dr* − r*² degrees of freedom
         of a rank-r* matrix, r̂ < r*, or 2r̂ ≥ d.
     """
-    for name, v in (("width", width), ("rank", rank)):
+    for name, v in (("width", width), ("rank", target_rank)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     if not (0.0 < fraction <= 1.0):
         raise ValueError(f"the observed fraction p must be in (0, 1], got {fraction}")
-    if 2 * rank >= width:
-        raise ValueError(f"need 2r* < d: rank {rank}, width {width}")
+    if 2 * target_rank >= width:
+        raise ValueError(f"need 2r* < d: rank {target_rank}, width {width}")
     n_obs = int(np.floor(fraction * width * width))
-    dof = rank * (2 * width - rank)
+    dof = target_rank * (2 * width - target_rank)
     if n_obs < dof:
         raise ValueError(
-            f"⌊p·d²⌋ = {n_obs} observed entries cannot determine a rank-{rank} {width}×{width} "
+            f"⌊p·d²⌋ = {n_obs} observed entries cannot determine a rank-{target_rank} {width}×{width} "
             f"matrix ({dof} degrees of freedom); raise the fraction"
         )
     if rank_estimate is not None:
-        if rank_estimate < rank:
-            raise ValueError(f"rank estimate r̂ = {rank_estimate} must be ≥ r* = {rank}")
+        if rank_estimate < target_rank:
+            raise ValueError(f"rank estimate r̂ = {rank_estimate} must be ≥ r* = {target_rank}")
         if 2 * rank_estimate >= width:
             raise ValueError(f"need 2r̂ < d: rank estimate {rank_estimate}, width {width}")
     return n_obs
 
 
-def make_problem(key: Array, width: int, rank: int, fraction: float) -> Problem:
-    """Φ = rank-r* truncation of a d × d standard Gaussian; Ω = ⌊p·d²⌋ entries without
-    replacement (PAPER.md §3). One key, split for Φ and Ω."""
-    n_obs = validate(width, rank, fraction)
+def problem_key(seed: int) -> Array:
+    """The key of Φ and Ω for a seed; Θ(0) uses ``jax.random.key(seed)`` itself, so the
+    problem and the initialisation of one seed are independent."""
+    return jax.random.fold_in(jax.random.key(seed), 1)
+
+
+@float64
+def make_problem(key: Array, width: int, target_rank: int, fraction: float) -> Problem:
+    """A completion instance (arXiv:2406.04112, deep matrix completion experiments (authors'
+    notebooks)): Φ = rank-r* truncation of a d × d standard Gaussian (not normalised); Ω =
+    ⌊p·d²⌋ entries drawn without replacement. One key, split for Φ and Ω.
+
+    Args:
+      key: PRNG key (``problem_key(seed)`` in the chapters and the CLI).
+      width: d. target_rank: r*. fraction: p ∈ (0, 1].
+
+    Returns:
+      Problem (float64).
+
+    Raises:
+      ValueError: see ``validate``.
+    """
+    n_obs = validate(width, target_rank, fraction)
     k_phi, k_mask = jax.random.split(key)
-    target = factorization.low_rank_target(k_phi, width, rank, normalize=False)
+    target = factorization.low_rank_target(k_phi, width, target_rank, normalize=False)
     flat = jax.random.choice(k_mask, width * width, (n_obs,), replace=False)
     flat = np.sort(np.asarray(flat))
     rows, cols = (flat // width).astype(np.int32), (flat % width).astype(np.int32)
@@ -147,23 +176,28 @@ def make_problem(key: Array, width: int, rank: int, fraction: float) -> Problem:
 # Losses and gradients.
 
 
+@float64
 def dense_loss(f: Array, problem: Problem) -> Array:
-    """½ mean((f − Φ) ⊙ M)² over all d² entries."""
+    """½ mean((f − Φ) ⊙ M)² over all d² entries: the training loss, a scalar; f is (d, d)."""
     return 0.5 * jnp.mean(((f - problem.target) * problem.mask) ** 2)
 
 
+@float64
 def recovery_error(f: Array, problem: Problem) -> Array:
-    """½ mean((f − Φ) ⊙ (1 − M))² over all d² entries (PAPER.md §3)."""
+    """½ mean((f − Φ) ⊙ (1 − M))² over all d² entries: the error on the unobserved entries,
+    a scalar; f is (d, d) (the authors' notebooks' convention)."""
     return 0.5 * jnp.mean(((f - problem.target) * (1.0 - problem.mask)) ** 2)
 
 
+@float64
 def original_grads(weights: Array, problem: Problem) -> tuple[Array, Array]:
-    """(loss, ∇ of every d × d factor) for the original network."""
+    """(loss, ∇ of every d × d factor) for the original network: weights (L, d, d) → (L, d, d)."""
     below = factorization.prefix_products(weights)
     residual = problem.mask * (below[-1] - problem.target) / problem.width**2
     return dense_loss(below[-1], problem), factorization.backprop(weights, below, residual)
 
 
+@float64
 def compressed_grads(c: compression.Compressed, problem: Problem) -> tuple[Array, compression.Compressed]:
     """(loss, gradients) of f_C = U W̃_{L:1} Vᵀ using only the observed entries, O(|Ω|·k).
 
@@ -191,6 +225,7 @@ def compressed_grads(c: compression.Compressed, problem: Problem) -> tuple[Array
     return loss, compression.Compressed(g_left, g_inner, rtx)
 
 
+@float64
 def compressed_grads_dense(c: compression.Compressed, problem: Problem) -> tuple[Array, compression.Compressed]:
     """The same by automatic differentiation of the dense loss (reference for tests)."""
     return jax.value_and_grad(lambda p: dense_loss(compression.end_to_end(p), problem))(c)
@@ -200,50 +235,60 @@ def compressed_grads_dense(c: compression.Compressed, problem: Problem) -> tuple
 # Initialisation of each method.
 
 
-def _semi_orthogonal(key: Array, rows: int, cols: int, scale: float) -> Array:
-    g = jax.random.normal(key, (max(rows, cols), min(rows, cols)), dtype=jnp.float64)
-    q, r = jnp.linalg.qr(g)
-    q = q * jnp.sign(jnp.diagonal(r))[None, :]
-    return scale * (q if rows >= cols else q.T)
+@float64
+def init_original(key: Array, width: int, depth: int, init_scale: float) -> Array:
+    """(L, d, d) ε-scaled orthogonal factors (the same ε for every layer)."""
+    return factorization.scaled_orthogonal(key, width, (init_scale,) * depth)
 
 
-def init_original(key: Array, width: int, depth: int, scale: float) -> Array:
-    """(L, d, d) ε-scaled orthogonal factors."""
-    return factorization.scaled_orthogonal(key, width, (scale,) * depth)
+@float64
+def init_compressed(weights0: Array, problem: Problem, init_scale: float, rank_estimate: int) -> compression.Compressed:
+    """Outer factors from the first gradient of the original network (arXiv:2406.04112,
+    compression from the first gradient, applied to deep matrix completion).
 
+    Args:
+      weights0: (L, d, d) the original network's Θ(0). problem: the instance.
+      init_scale: ε of Θ(0). rank_estimate: r̂; the compressed width is 2r̂.
 
-def init_compressed(weights0: Array, problem: Problem, scale: float, rank_estimate: int) -> compression.Compressed:
-    """Outer factors from the first gradient of the original network (PAPER.md §2–3).
+    Returns:
+      Compressed with left, right (d, 2r̂) and inner (L, 2r̂, 2r̂) = ε I.
+
 
     For completion, ∂ℓ/∂f = M ⊙ (f − Φ)/d² is not low rank, so (as the authors do) the
     directions are the top r̂ singular directions of the first gradient G of W_1 itself.
     """
     depth = weights0.shape[0]
-    scales = (scale,) * depth
+    scales = (init_scale,) * depth
     if int(problem.csr_cols.shape[1]) == problem.width and float(problem.mask.min()) == 1.0:
-        # Fully observed (deep matrix factorization): the exact recipe of PAPER.md §2.
+        # Fully observed (deep matrix factorization): the exact recipe (``compress_factorization``).
         return compression.compress_factorization(weights0, problem.target, scales, rank_estimate)
     _, grads = original_grads(weights0, problem)
     left, right = compression.outer_factors(
         -grads[0], weights0[0], factorization.end_to_end(weights0), scales, rank_estimate
     )
     k = 2 * rank_estimate
-    inner = jnp.stack([scale * jnp.eye(k, dtype=weights0.dtype)] * depth)
+    inner = jnp.stack([init_scale * jnp.eye(k, dtype=weights0.dtype)] * depth)
     return compression.Compressed(left, inner, right)
 
 
-def init_narrow(key: Array, width: int, depth: int, scale: float, hidden: int) -> compression.Compressed:
+@float64
+def init_narrow(key: Array, width: int, depth: int, init_scale: float, hidden: int) -> compression.Compressed:
     """A random network W_L (d×k) ⋯ W_1 (k×d) of hidden width k, every factor ε-scaled
-    (semi-)orthogonal. The paper's "random narrow" baseline has k = 2r̂ (PAPER.md §3c); the
-    depth study (§3d) varies k.
+    (semi-)orthogonal. The paper's "random narrow" baseline has k = 2r̂ (arXiv:2406.04112, deep
+    matrix completion experiments, rank-estimate sweep); its depth study varies k.
 
-    Stored as Compressed(left=W_L, inner=W_{L−1},…,W_2, right=W_1ᵀ): L − 2 inner factors.
+    Args:
+      key: PRNG key. width: d. depth: L ≥ 2. init_scale: ε. hidden: k.
+
+    Returns:
+      Compressed(left=W_L (d, k), inner=W_{L−1},…,W_2 (L − 2, k, k), right=W_1ᵀ (d, k)).
     """
     k = hidden
     keys = jax.random.split(key, depth)
-    left = _semi_orthogonal(keys[0], width, k, scale)
-    right = _semi_orthogonal(keys[1], width, k, scale)
-    inner = factorization.scaled_orthogonal(keys[2], k, (scale,) * (depth - 2)) if depth > 2 else jnp.zeros((0, k, k))
+    left = init_scale * factorization.haar_orthogonal(keys[0], width, k)
+    right = init_scale * factorization.haar_orthogonal(keys[1], width, k)
+    inner = (factorization.scaled_orthogonal(keys[2], k, (init_scale,) * (depth - 2)) if depth > 2
+             else jnp.zeros((0, k, k)))
     return compression.Compressed(left, inner, right)
 
 
@@ -282,6 +327,7 @@ class CompletionRun:
     iterate_steps: np.ndarray | None = None
 
     def summary(self) -> dict[str, Any]:
+        """The run's final numbers as a flat dict (``companion complete`` prints it)."""
         return {
             "method": self.method,
             "recovery_error": float(self.recovery_error[-1]),
@@ -294,7 +340,8 @@ class CompletionRun:
 
 
 def _optimizer(method: str, lr: float, gamma: float) -> optax.GradientTransformation:
-    """Plain GD; compressed methods give the outer factors the discrepant step γη (PAPER.md §2)."""
+    """Plain GD; compressed methods give the outer factors the discrepant step γη
+    (arXiv:2406.04112, compression from the first gradient, matrix completion)."""
     if method in ("compressed", "compressed-gamma0"):
         labels = compression.Compressed("outer", "inner", "outer")
         return optax.multi_transform(
@@ -367,6 +414,7 @@ def _train(params, problem, tol, *, method, optimizer, budget, record_every, ite
     return p, t, hit, i, losses, errors, its
 
 
+@float64
 def train(
     method: str,
     params: Any,
@@ -385,7 +433,7 @@ def train(
       method: one of METHODS (selects the gradient and the optimizer).
       params: (L, d, d) for "original", else Compressed.
       problem: the instance.
-      lr: η on the mean loss (PAPER.md §3: 5e3 for completion).
+      lr: η on the mean loss (the authors' notebooks: 5e3 for completion at d = 1000).
       gamma: γ, the outer factors' step ratio (compressed methods).
       budget: largest number of steps, a multiple of ``record_every``.
       tol: stop when the training loss is below it.
@@ -431,12 +479,13 @@ def train(
     )
 
 
+@float64
 def run_method(
     method: str,
     problem: Problem,
     *,
     depth: int,
-    scale: float,
+    init_scale: float,
     lr: float,
     rank_estimate: int | None = None,
     gamma: float = 0.01,
@@ -453,24 +502,57 @@ def run_method(
     factors from that same Θ(0)'s first gradient; the narrow network draws its own factors from
     the same seed. ``gamma`` is used by "compressed" only (γ = 0 for "compressed-gamma0").
     ``hidden`` overrides the narrow network's width 2r̂.
+
+    Args:
+      method: one of METHODS. problem: the instance. depth: L ≥ 2. init_scale: ε > 0.
+      lr: η on the mean loss. rank_estimate: r̂ (compressed and narrow methods).
+      gamma: γ. budget, tol, record_every, iterate_every: as in ``train``. seed: Θ(0)'s seed.
+      hidden: the narrow network's width (default 2r̂).
+
+    Returns:
+      CompletionRun.
+
+    Raises:
+      ValueError: unknown method, L < 2, ε ≤ 0, a missing r̂, or divergence.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if depth < 2:
         raise ValueError(f"depth must be ≥ 2, got {depth}")
-    if not scale > 0:
-        raise ValueError(f"scale ε must be > 0, got {scale}")
+    if not init_scale > 0:
+        raise ValueError(f"scale ε must be > 0, got {init_scale}")
     d = problem.width
     key = jax.random.key(seed)
     if method == "original":
-        params = init_original(key, d, depth, scale)
+        params = init_original(key, d, depth, init_scale)
     elif method == "narrow":
         if rank_estimate is None and hidden is None:
             raise ValueError("the narrow network needs a rank estimate r̂ (width 2r̂) or a hidden width")
-        params = init_narrow(key, d, depth, scale, hidden if hidden else 2 * rank_estimate)
+        params = init_narrow(key, d, depth, init_scale, hidden if hidden else 2 * rank_estimate)
     else:
         if rank_estimate is None:
             raise ValueError("compression needs a rank estimate r̂")
-        params = init_compressed(init_original(key, d, depth, scale), problem, scale, rank_estimate)
+        params = init_compressed(init_original(key, d, depth, init_scale), problem, init_scale, rank_estimate)
     return train(method, params, problem, lr=lr, gamma=gamma if method == "compressed" else 0.0,
                  budget=budget, tol=tol, record_every=record_every, iterate_every=iterate_every)
+
+
+def principal_components(reference: np.ndarray, *others: np.ndarray, count: int = 2) -> list[np.ndarray]:
+    """Project trajectories of end-to-end matrices on the principal components of ``reference``
+    (the trajectory panels of arXiv:2406.04112's deep matrix factorization and completion
+    figures: the PCs are the original run's).
+
+    Args:
+      reference: (R, d, d) the original run's iterates.
+      others: more (R_i, d, d) trajectories, projected on the same components.
+      count: number of components.
+
+    Returns:
+      [(R, count), (R_i, count), …] coordinates after removing the reference's mean (NumPy,
+      float64).
+    """
+    ref = reference.reshape(reference.shape[0], -1).astype(np.float64)
+    mean = ref.mean(axis=0)
+    _, _, vt = np.linalg.svd(ref - mean, full_matrices=False)
+    comps = vt[:count]
+    return [(t.reshape(t.shape[0], -1).astype(np.float64) - mean) @ comps.T for t in (reference, *others)]

@@ -1,11 +1,12 @@
-"""The invariant-subspace theorem and the objects of its proof (PAPER.md §1, talk slides 8–9).
+"""The invariant-subspace theorem and the objects of its proof (arXiv:2406.04112, the
+invariant-subspace theorem; proof sketch on slides 8–9 of the authors' ICML 2024 talk).
 
 Theorem (d > 2r*): with ε_l-scaled orthogonal initialisation, gradient descent on the deep
 matrix factorization keeps, for every layer and every step,
 
     W_l(t) = U_l · blockdiag(W̃_l(t) ∈ R^{2r*×2r*}, ρ_l(t) I_{d−2r*}) · V_lᵀ,   V_{l+1} = U_l,
 
-with ρ_l(0) = ε_l and ρ_l(t) = ρ_l(t−1) · (1 − ηλ − η ∏_{k≠l} ρ_k(t−1)²)   (equation (1)).
+with ρ_l(0) = ε_l and ρ_l(t) = ρ_l(t−1) · (1 − ηλ − η ∏_{k≠l} ρ_k(t−1)²)   (recursion (1)).
 
 The proof builds, from Φ and Θ(0) alone, m = dim S ≥ d − 2r* pairs of unit vectors
 (v_i^(l), u_i^(l)) per layer for which four events hold at every t:
@@ -14,11 +15,15 @@ The proof builds, from Φ and Θ(0) alone, m = dim S ≥ d − 2r* pairs of unit
     C(t)  Φᵀ W_{L:l+1}(t) u_i = 0           D(t)  Φ W_{l−1:1}(t)ᵀ v_i = 0
 
 This module computes ρ, S, the vectors, the residuals of A–D, and the singular-value counts
-that the chapters and the CLI report. Arrays follow ``factorization``: weights (L, d, d).
+that the chapters and the CLI report (``check_theorem`` runs one setting and measures them all).
+Arrays follow ``factorization``: weights (L, d, d). Every public function runs in float64
+(``precision.float64``).
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
 import jax
@@ -26,15 +31,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from companion.linear import factorization
+from companion.linear.factorization import FactorizationSetting
+from companion.linear.precision import float64
 
 Array = jax.Array
 
 
-def rho_trajectory(scales: Sequence[float], lr: float, weight_decay: float, steps: int) -> Array:
-    """ρ_l(t) for t = 0 … T from the theorem's recursion, equation (1) of PAPER.md §1.
+@float64
+def rho_trajectory(init_scales: Sequence[float], lr: float, weight_decay: float, steps: int) -> Array:
+    """ρ_l(t) for t = 0 … T from the theorem's recursion (1) (arXiv:2406.04112, the
+    invariant-subspace theorem): ρ_l(0) = ε_l, ρ_l(t) = ρ_l(t−1)(1 − ηλ − η ∏_{k≠l} ρ_k(t−1)²).
 
     Args:
-      scales: (ε_1, …, ε_L); per-layer scales are allowed.
+      init_scales: (ε_1, …, ε_L); per-layer scales are allowed.
       lr: η.
       weight_decay: λ.
       steps: T.
@@ -42,7 +51,7 @@ def rho_trajectory(scales: Sequence[float], lr: float, weight_decay: float, step
     Returns:
       float64 array (T + 1, L); row t is (ρ_1(t), …, ρ_L(t)).
     """
-    rho0 = jnp.asarray(scales, dtype=jnp.float64)
+    rho0 = jnp.asarray(init_scales, dtype=jnp.float64)
 
     def step(rho, _):
         sq = rho**2
@@ -55,6 +64,7 @@ def rho_trajectory(scales: Sequence[float], lr: float, weight_decay: float, step
     return jnp.concatenate([rho0[None], rest], axis=0)
 
 
+@float64
 def layer_scales(weights: Array, tol: float = 1e-10) -> Array:
     """Recover (ε_1, …, ε_L) from ε-scaled orthogonal factors, checking the assumption.
 
@@ -83,10 +93,12 @@ def layer_scales(weights: Array, tol: float = 1e-10) -> Array:
     return jnp.stack(scales)
 
 
+@float64
 def invariant_subspace(weights0: Array, target: Array) -> Array:
     """Orthonormal basis of the proof's S = N(W_{L:2}(0)ᵀ Φ) ∩ N((W_{L:2}(0)ᵀ Φ)ᵀ W_1(0)).
 
-    Both null spaces have dimension ≥ d − r*, so dim S ≥ d − 2r* (PAPER.md §1, "Start").
+    Both null spaces have dimension ≥ d − r*, so dim S ≥ d − 2r* (the proof's start, slide 8 of
+    the authors' ICML 2024 talk).
     S is the null space of the stacked (2d × d) matrix [A; Aᵀ W_1(0)] with A = W_{L:2}(0)ᵀ Φ,
     computed from its SVD with the usual numerical-rank threshold d · eps · σ_max.
 
@@ -118,6 +130,7 @@ class ProofVectors(NamedTuple):
     u: Array
 
 
+@float64
 def proof_vectors(weights0: Array, target: Array) -> ProofVectors:
     """v_i^(1) = orthonormal basis of S, u_i^(l) = W_l(0) v_i^(l) / ε_l, v^(l+1) = u^(l).
 
@@ -139,6 +152,7 @@ def proof_vectors(weights0: Array, target: Array) -> ProofVectors:
     return ProofVectors(v=jnp.stack(vs), u=jnp.stack(us))
 
 
+@float64
 def event_residuals(weights: Array, target: Array, vectors: ProofVectors, rho: Array) -> Array:
     """Relative residuals of the proof's four events at one step t, per layer.
 
@@ -182,6 +196,7 @@ def _relative_gap(singular_values: Array, rho: Array) -> Array:
     return jnp.abs(singular_values - r) / r
 
 
+@float64
 def count_equal_to_rho(singular_values: Array, rho: Array, rtol: float = 1e-8) -> Array:
     """How many singular values of each layer equal ρ_l to ``rtol`` relative.
 
@@ -196,6 +211,7 @@ def count_equal_to_rho(singular_values: Array, rho: Array, rtol: float = 1e-8) -
     return jnp.sum(_relative_gap(singular_values, rho) <= rtol, axis=-1)
 
 
+@float64
 def rho_deviation(singular_values: Array, rho: Array, count: int) -> Array:
     """Largest relative deviation from ρ_l of the ``count`` singular values closest to it.
 
@@ -212,12 +228,14 @@ def rho_deviation(singular_values: Array, rho: Array, count: int) -> Array:
     return jnp.max(closest, axis=-1) if count > 0 else jnp.zeros(rel.shape[:-1])
 
 
+@float64
 def rho_block_mean(singular_values: Array, rho: Array, count: int) -> Array:
     """Mean of the ``count`` singular values closest to ρ_l: the measured ρ_l(t), (..., L)."""
     mask = rho_group(singular_values, rho, count)
     return jnp.sum(jnp.where(mask, singular_values, 0.0), axis=-1) / count
 
 
+@float64
 def rho_group(singular_values: Array, rho: Array, count: int) -> Array:
     """Boolean mask (..., L, d): the ``count`` singular values closest to ρ_l (the ρ block)."""
     rel = _relative_gap(singular_values, rho)
@@ -226,6 +244,7 @@ def rho_group(singular_values: Array, rho: Array, count: int) -> Array:
     return ranks < count
 
 
+@float64
 def singular_vector_angles(
     right_vectors: Array,
     singular_values: Array,
@@ -269,10 +288,141 @@ def singular_vector_angles(
     return jnp.where(in_rho, angle_rho, angle_learning)
 
 
+@float64
 def learning_reference(weights1: Array, rho1: Array, m: int) -> Array:
-    """Right singular vectors of W_l(1) outside the ρ block, σ descending: (L, d, d − m)."""
+    """Right singular vectors of W_l(1) outside the ρ block, σ descending.
+
+    Args:
+      weights1: (L, d, d) Θ(1), the first iterate.
+      rho1: (L,) ρ_l(1).
+      m: size of the ρ block (dim S).
+
+    Returns:
+      (L, d, d − m): the references of ``singular_vector_angles`` for the learning block.
+    """
     _, s, vt = jnp.linalg.svd(weights1)
     keep = ~rho_group(s, rho1, m)
     q = jnp.swapaxes(vt, 1, 2)
     idx = jnp.argsort(~keep, axis=-1, stable=True)[:, : weights1.shape[-1] - m]
     return jnp.take_along_axis(q, idx[:, None, :], axis=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# One setting, every claim of the theorem measured (chapter 1 and ``companion theorem``).
+
+
+@dataclass(frozen=True)
+class TheoremRun:
+    """The theorem's quantities at the recorded steps (R = T/k + 1 of them).
+
+    Attributes:
+      setting: the run's settings.
+      steps: (R,) recorded steps t.
+      singular_values: (R, L, d) σ_i(W_l(t)), descending.
+      rho: (R, L) ρ_l(t) from the recursion (1).
+      rho_full: (T + 1, L) ρ_l(t) at every step.
+      counts: (R, L) number of σ_i within ``rtol`` relative of ρ_l(t).
+      rel_dev: (R, L) largest relative deviation of the d − 2r* σ_i closest to ρ_l(t).
+      rho_measured: (R, L) mean of the d − 2r* σ_i closest to ρ_l(t).
+      events: (R, 4, L) relative residuals of A, B, C, D.
+      angles: (R, L, d) angles of right singular vectors to their initial positions, or None.
+      loss: (R,) ½‖W_{L:1} − Φ‖_F².
+      dim_s: dim S of the proof.
+      wall_time_s: seconds for the GD run and its records (compilation included).
+    """
+
+    setting: FactorizationSetting
+    steps: np.ndarray
+    singular_values: np.ndarray
+    rho: np.ndarray
+    rho_full: np.ndarray
+    counts: np.ndarray
+    rel_dev: np.ndarray
+    rho_measured: np.ndarray
+    events: np.ndarray
+    angles: np.ndarray | None
+    loss: np.ndarray
+    dim_s: int
+    wall_time_s: float
+
+    def summary(self) -> dict[str, int | float]:
+        """The headline numbers (``companion theorem`` prints them; chapter 1 reports them)."""
+        return {
+            "required_count": self.setting.required_count,
+            "min_count": int(self.counts.min()),
+            "max_rel_dev": float(self.rel_dev.max()),
+            "events_max_residual": float(self.events.max()),
+            "dim_s": self.dim_s,
+            "final_loss": float(self.loss[-1]),
+        }
+
+
+@float64
+def check_theorem(s: FactorizationSetting, rtol: float = 1e-8, angles: bool = True) -> TheoremRun:
+    """Train the factorization and measure the theorem's claims at every recorded step.
+
+    arXiv:2406.04112, the invariant-subspace theorem: at least d − 2r* singular values of each
+    W_l(t) equal ρ_l(t) of recursion (1), their singular vectors never move, and the proof's
+    events A–D hold.
+
+    Args:
+      s: the setting.
+      rtol: tolerance for "σ_i equals ρ_l(t)".
+      angles: also record singular-vector angles (one full SVD per layer per record).
+
+    Returns:
+      TheoremRun (NumPy arrays, float64).
+
+    Raises:
+      ValueError: gradient descent diverged (lower the step size).
+    """
+    start = time.perf_counter()
+    weights0, target = factorization.initial_state(s)
+    vectors = proof_vectors(weights0, target)
+    m = vectors.v.shape[-1]
+    rho_full = rho_trajectory(s.init_scales, s.lr, s.weight_decay, s.steps)
+    reference = None
+    if angles:
+        weights1 = factorization.gd_step(weights0, target, s.lr, s.weight_decay)
+        reference = learning_reference(weights1, rho_full[1], m)
+
+    def record(w, t):
+        rho = rho_full[t]
+        out = {"events": event_residuals(w, target, vectors, rho), "loss": factorization.loss(w, target)}
+        if angles:
+            _, sv, vt = jnp.linalg.svd(w)
+            out["angles"] = singular_vector_angles(jnp.swapaxes(vt, 1, 2), sv, rho, vectors.v, reference)
+        else:
+            sv = jnp.linalg.svd(w, compute_uv=False)
+        out["sv"] = sv
+        return out
+
+    _, rec = factorization.run_gd(
+        weights0, target, lr=s.lr, weight_decay=s.weight_decay, steps=s.steps,
+        record_every=s.record_every, record=record,
+    )
+    rec = factorization.as_numpy(rec)
+    if angles:
+        # At t = 0 every σ equals ε_l and any orthonormal basis is a set of singular vectors:
+        # the initial vectors are, by definition, the ones the later vectors are compared with.
+        rec["angles"][0] = 0.0
+    steps = np.arange(0, s.steps + 1, s.record_every)
+    rho_full = np.asarray(rho_full)
+    rho = rho_full[steps]
+    if not (np.all(np.isfinite(rec["sv"])) and np.all(np.isfinite(rec["loss"]))):
+        raise ValueError(f"gradient descent diverged with step size {s.lr}; lower the step size")
+    return TheoremRun(
+        setting=s,
+        steps=steps,
+        singular_values=rec["sv"],
+        rho=rho,
+        rho_full=rho_full,
+        counts=np.asarray(count_equal_to_rho(rec["sv"], rho, rtol)),
+        rel_dev=np.asarray(rho_deviation(rec["sv"], rho, s.required_count)),
+        rho_measured=np.asarray(rho_block_mean(rec["sv"], rho, s.required_count)),
+        events=rec["events"],
+        angles=rec.get("angles"),
+        loss=rec["loss"],
+        dim_s=m,
+        wall_time_s=time.perf_counter() - start,
+    )

@@ -15,7 +15,8 @@ EVENT_COLOURS = {"A": "tab:blue", "B": "tab:orange", "C": "tab:green", "D": "tab
 
 
 def singular_values(steps, sv, rho, in_rho, stamp: str):
-    """σ_i(W_l(t)) over t per layer, ρ_l(t) from recursion (1) dashed (Theorem, PAPER.md §1).
+    """σ_i(W_l(t)) over t per layer, ρ_l(t) from recursion (1) dashed (arXiv:2406.04112,
+    the invariant-subspace theorem; the theorem figure of the authors' ICML 2024 talk).
 
     Args:
       steps: (R,); sv: (R, L, d); rho: (R, L); in_rho: (L, d) bool, the ρ block at the end.
@@ -181,7 +182,8 @@ def subspace_dimensions(labels: Sequence[str], dims: Sequence[int], required: Se
                  "required": list(required)}
 
 
-# Chapters 3–4: compressed trajectories and deep matrix completion (PAPER.md §3).
+# Chapters 3–4: compressed trajectories and deep matrix completion (arXiv:2406.04112, deep matrix
+# factorization and completion experiments (authors' notebooks)).
 METHOD_STYLE = {
     "original": dict(color="tab:blue", ls="-", label="original"),
     "compressed": dict(color="tab:orange", ls="--", label="compressed (γ)"),
@@ -199,7 +201,8 @@ def _style(method: str, label: str | None = None) -> dict:
 
 def trajectory_panels(runs: dict, pcs: dict, quantity: str, ylabel: str, stamp: str,
                       labels: dict | None = None):
-    """Three panels as in the paper's Figure (PAPER.md §3a/b): principal components of the
+    """Three panels as in the paper's trajectory figures
+    (arXiv:2406.04112, deep matrix factorization and completion experiments): principal components of the
     end-to-end trajectories, ``quantity`` against iterations, and against wall time.
 
     Args:
@@ -246,7 +249,7 @@ def trajectory_panels(runs: dict, pcs: dict, quantity: str, ylabel: str, stamp: 
 
 def gap_against_theory(steps, gap, exact, bound: float, distance, stamp: str):
     """‖f(Θ(t)) − f_C(t)‖_F against √(d − 2r*)∏ρ_l(t) and the bound's √((d − 2r̂)∏ε_l²)
-    (Prop. 2, PAPER.md §2), with the distance to the target ‖f − Φ‖_F for scale."""
+    (the gap bound, Prop. 2 of the authors' ICML 2024 talk), with the distance to the target ‖f − Φ‖_F for scale."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.5, 3.4))
     a1.plot(steps, distance, color="0.5", lw=1.2, label="distance to target ‖f − Φ‖_F")
     a1.plot(steps, gap, color="tab:blue", lw=2, label="measured gap ‖f − f_C‖_F")
@@ -270,7 +273,7 @@ def gap_against_theory(steps, gap, exact, bound: float, distance, stamp: str):
 
 def rank_sweep(rows: list, paper: dict, stamp: str):
     """Steps and wall time to tolerance against r̂: compressed vs random narrow, mean ± std
-    over trials (PAPER.md §3c). ``paper`` maps method → (low, high) steps read off the figure."""
+    over trials (arXiv:2406.04112, deep matrix completion experiments, rank-estimate sweep). ``paper`` maps method → (low, high) steps read off the figure."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.5, 3.4))
     cols: dict[str, list] = {"method": [], "rank_estimate": [], "steps_mean": [], "steps_std": [],
                              "time_mean_s": [], "time_std_s": [], "trials": [], "converged": []}
@@ -302,7 +305,8 @@ def rank_sweep(rows: list, paper: dict, stamp: str):
 
 
 def depth_study(rows: list, stamp: str):
-    """Depth 2 vs 3 over hidden widths: final recovery error and steps (PAPER.md §3d)."""
+    """Depth 2 vs 3 over hidden widths: final recovery error and steps
+    (arXiv:2406.04112, deep matrix completion experiments, depth study)."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.5, 3.4))
     cols: dict[str, list] = {"depth": [], "hidden": [], "recovery_error": [], "steps": [], "converged": []}
     for depth, colour in ((3, "tab:blue"), (2, "tab:orange")):
@@ -322,8 +326,3 @@ def depth_study(rows: list, stamp: str):
     _stamp(fig, stamp)
     fig.tight_layout()
     return fig, cols
-
-
-# ---------------------------------------------------------------------------------------------
-# Deep LoRA chapters (PAPER.md §4): vanilla orange, deep blue, as in the paper's plots.
-# ---------------------------------------------------------------------------------------------
