@@ -1,0 +1,32 @@
+"""companion.bench.completion: the step-size rule and the timing entry points (numbers recorded,
+not asserted: wall-clock limits are recorded, never tested)."""
+
+import pytest
+
+from companion.bench import completion as bench
+
+
+@pytest.mark.parametrize("width,fraction,expected", [
+    (1000, 0.2, 5e3),  # the paper's setting
+    (1000, 0.4, 2.5e3),  # η ∝ 1/p
+    (125, 0.2, 5e3 / 16),  # η ∝ d^{4/3}: (1/8)^{4/3} = 1/16
+])
+def test_lr_for_scales_the_papers_step(width, fraction, expected):
+    assert bench.lr_for(width, fraction) == pytest.approx(expected, rel=1e-12)
+
+
+def test_per_step_times_both_methods():
+    out = bench.per_step(width=30, target_rank=2, fraction=0.5, steps_original=2, steps_compressed=4)
+    assert set(out) == {"original", "compressed"} and all(v > 0 for v in out.values())
+
+
+def test_time_to_error_reports_steps_and_seconds():
+    out = bench.time_to_error(width=30, target_rank=2, fraction=0.6, target_error=1e-4, budget=20_000,
+                              record_every=100)
+    for method in ("original", "compressed"):
+        assert out[method]["steps"] % 100 == 0 and out[method]["seconds"] >= 0
+
+
+def test_time_to_error_says_when_the_budget_is_too_small():
+    with pytest.raises(RuntimeError, match="did not reach recovery error"):
+        bench.time_to_error(width=30, target_rank=2, fraction=0.6, target_error=1e-30, budget=100, record_every=100)
