@@ -118,7 +118,11 @@ def rho_comparison(steps, rho, measured, rel_dev, stamp: str):
 
 
 def rho_counts(steps, counts, required: int, stamp: str):
-    """Per layer, how many singular values equal ρ_l(t), against the theorem's d − 2r*."""
+    """Per layer, how many singular values equal ρ_l(t), against the theorem's d − 2r*.
+
+    Args:
+      steps: (R,); counts: (R, L) integers; required: d − 2r*; stamp: the figure's stamp.
+    """
     R, L = counts.shape
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     for l in range(L):
@@ -168,7 +172,11 @@ def event_residuals(runs_steps: Sequence[np.ndarray], runs_events: Sequence[np.n
 
 def subspace_dimensions(labels: Sequence[str], dims: Sequence[int], required: Sequence[int],
                         stamp: str):
-    """dim S from the proof's construction against the bound d − 2r*, per setting."""
+    """dim S from the proof's construction against the bound d − 2r*, per setting.
+
+    Args:
+      labels, dims, required: one entry per setting (label, dim S, d − 2r*); stamp: the stamp.
+    """
     x = np.arange(len(labels))
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     ax.bar(x - 0.2, dims, 0.4, label="dim S (constructed)", color=LEARNING)
@@ -249,7 +257,13 @@ def trajectory_panels(runs: dict, pcs: dict, quantity: str, ylabel: str, stamp: 
 
 def gap_against_theory(steps, gap, exact, bound: float, distance, stamp: str):
     """‖f(Θ(t)) − f_C(t)‖_F against √(d − 2r*)∏ρ_l(t) and the bound's √((d − 2r̂)∏ε_l²)
-    (the gap bound, Prop. 2 of the authors' ICML 2024 talk), with the distance to the target ‖f − Φ‖_F for scale."""
+    (the gap bound, Prop. 2 of the authors' ICML 2024 talk), with the distance to the target
+    ‖f − Φ‖_F for scale.
+
+    Args:
+      steps, gap, exact, distance: (G,) each (``compression.GapTrack``); bound: the bound on gap²;
+      stamp: the figure's stamp.
+    """
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.5, 3.4))
     a1.plot(steps, distance, color="0.5", lw=1.2, label="distance to target ‖f − Φ‖_F")
     a1.plot(steps, gap, color="tab:blue", lw=2, label="measured gap ‖f − f_C‖_F")
@@ -273,7 +287,13 @@ def gap_against_theory(steps, gap, exact, bound: float, distance, stamp: str):
 
 def rank_sweep(rows: list, paper: dict, stamp: str):
     """Steps and wall time to tolerance against r̂: compressed vs random narrow, mean ± std
-    over trials (arXiv:2406.04112, deep matrix completion experiments, rank-estimate sweep). ``paper`` maps method → (low, high) steps read off the figure."""
+    over trials (arXiv:2406.04112, deep matrix completion experiments, rank-estimate sweep).
+
+    Args:
+      rows: one dict per (r̂, trial, method) with steps, wall_time_s and converged.
+      paper: method → (low, high) steps read off the paper's figure, shaded ({} for none).
+      stamp: the figure's stamp.
+    """
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.5, 3.4))
     cols: dict[str, list] = {"method": [], "rank_estimate": [], "steps_mean": [], "steps_std": [],
                              "time_mean_s": [], "time_std_s": [], "trials": [], "converged": []}
@@ -306,7 +326,12 @@ def rank_sweep(rows: list, paper: dict, stamp: str):
 
 def depth_study(rows: list, stamp: str):
     """Depth 2 vs 3 over hidden widths: final recovery error and steps
-    (arXiv:2406.04112, deep matrix completion experiments, depth study)."""
+    (arXiv:2406.04112, deep matrix completion experiments, depth study).
+
+    Args:
+      rows: one dict per (depth, hidden) with recovery_error, steps and converged.
+      stamp: the figure's stamp.
+    """
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.5, 3.4))
     cols: dict[str, list] = {"depth": [], "hidden": [], "recovery_error": [], "steps": [], "converged": []}
     for depth, colour in ((3, "tab:blue"), (2, "tab:orange")):
