@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from companion.book.plots import adapt as plotting  # noqa: E402
-from companion.book import experiments
+from companion.book import statistics
 
 
 def _texts(fig):
@@ -38,7 +38,7 @@ def test_rank_histogram_counts_every_layer():
 def test_glue_deltas_and_subspace_figure_keep_every_number():
     rows = [dict(task=t, method=m, seed=s, value=v) for t in ("rte", "cola") for s in range(3)
             for m, v in (("lora", 0.5 + s / 10), ("deep-lora", 0.52 + s / 10))]
-    d = experiments.paired_deltas(rows, "deep-lora")
+    d = statistics.paired_deltas(rows, "deep-lora")
     fig, cols = plotting.glue_deltas(d, {"rte": 0.029}, "s")
     assert cols["task"] == ["rte"] * 3 + ["cola"] * 3
     np.testing.assert_allclose(cols["delta"], [0.02] * 6, atol=1e-12)

@@ -1,8 +1,9 @@
-"""companion.book.profiles and configs: profile names, the GPU guard, overrides."""
+"""companion.book.profiles: profile names, the GPU guard, overrides."""
 
 import pytest
 
-from companion.book import configs, profiles
+from companion.book import profiles
+from companion.book.chapters import ch01_theorem
 
 
 def test_full_without_gpu_refuses_unless_forced(monkeypatch):
@@ -17,21 +18,20 @@ def test_full_without_gpu_refuses_unless_forced(monkeypatch):
         profiles.check_profile("fast")
 
 
-def test_configs_per_profile():
-    smoke = configs.TheoremConfig.for_profile("smoke").setting
-    assert (smoke.width, smoke.rank, smoke.depth) == (30, 3, 3)  # the talk's setting
-    full = configs.TheoremConfig.for_profile("full").setting
-    assert (full.width, full.rank, full.depth) == (300, 5, 4) and full.weight_decay > 0
-    cases = configs.ProofConfig.for_profile("smoke").cases
-    assert {c.depth for c in cases} >= {2, 3, 4, 5}
-    assert any(len(set(c.scales)) > 1 for c in cases)
+@pytest.mark.parametrize("name,ok", [("smoke", True), ("full", True), ("Smoke", False), ("medium", False)])
+def test_profile_names(name, ok):
+    if ok:
+        assert profiles.check_profile_name(name) == name
+    else:
+        with pytest.raises(ValueError, match="choose one of smoke, full"):
+            profiles.check_profile_name(name)
 
 
 def test_with_overrides():
-    s = configs.TheoremConfig.for_profile("smoke").setting
-    assert configs.with_overrides(s, steps=None) == s
-    assert configs.with_overrides(s, steps=10).steps == 10
+    s = ch01_theorem.config("smoke").setting
+    assert profiles.with_overrides(s, steps=None) == s
+    assert profiles.with_overrides(s, steps=10).steps == 10
     with pytest.raises(ValueError, match="unknown setting"):
-        configs.with_overrides(s, stepz=10)
+        profiles.with_overrides(s, stepz=10)
     with pytest.raises(ValueError, match="d > 2r"):
-        configs.with_overrides(s, width=6)
+        profiles.with_overrides(s, width=6)
