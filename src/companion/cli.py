@@ -93,30 +93,51 @@ def _build_parser() -> argparse.ArgumentParser:
     bn.add_argument("what", choices=("completion", "lora", "deep-lora", "seeds"))
     bn.add_argument("--quick", action="store_true", help="smaller sizes, for a fast check")
 
+    # Defaults and choices of `finetune` come from the dataclasses: one copy of every setting.
+    from dataclasses import fields as _fields
+
+    from companion.adapt import adapters as _adapters, glue as _glue, training as _training
+
+    run_d = {f.name: f.default for f in _fields(_training.FinetuneConfig)}
+    ad_d = {f.name: f.default for f in _fields(_adapters.AdapterConfig)}
     ft = sub.add_parser("finetune", help="fine-tune BERT with adapters on a GLUE task")
-    ft.add_argument("--task", required=True, help="cola, mnli, mrpc, qnli, qqp, rte, sst2, stsb")
-    ft.add_argument("--method", default="lora",
-                    choices=("lora", "deep-lora", "deep-lora-narrow", "deep-lora-compressed", "full"))
-    ft.add_argument("--depth", type=int, default=3, help="Deep LoRA factors (default 3)")
-    ft.add_argument("--gamma", type=float, default=0.01, help="compressed Deep LoRA: outer step ratio γ")
-    ft.add_argument("--inner-lr", type=float, help="compressed Deep LoRA: inner step (default: --lr)")
-    ft.add_argument("--numerical-ranks", action="store_true", help="also print each update's numerical rank")
-    ft.add_argument("--samples", type=int, help="few-shot size, drawn with replacement (default: all)")
-    ft.add_argument("--steps", type=int, default=500, help="optimizer steps (default 500)")
-    ft.add_argument("--seed", type=int, default=0, help="fixes subset, init, dropout and order")
-    ft.add_argument("--rank", type=int, default=8, help="adapter rank (default 8)")
-    ft.add_argument("--targets", default="all-dense",
-                    help="query-value, attention-mlp, all-dense (default), or a regex over layer names")
-    ft.add_argument("--model", default="minilm", help="local folder, 'minilm' (packaged), or a hub name")
-    ft.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
-    ft.add_argument("--batch-size", type=int, default=16)
-    ft.add_argument("--max-seq-length", type=int, default=128)
-    ft.add_argument("--alpha", type=float, help="PEFT-style scale α/r (default: none, as the paper)")
-    ft.add_argument("--train-head", action="store_true", help="train the classifier head too")
-    ft.add_argument("--eval-examples", type=int, help="evaluate on the first N validation examples (default: all)")
-    ft.add_argument("--data-dir", help="GLUE folder (default: COMPANION_DATA_DIR)")
-    ft.add_argument("--run-dir", help="write config.json, results.json and the adapter here (must be new)")
+    ft.add_argument("--task", required=True, choices=tuple(_glue.TASKS), help="GLUE task")
+    ft.add_argument("--method", default=ad_d["method"], choices=_training.METHODS,
+                    help=f"adapter method, or '{_training.FULL}' to train every weight (default {ad_d['method']})")
+    ft.add_argument("--rank", type=int, default=ad_d["rank"],
+                    help=f"adapter rank r: LoRA rank, narrow width, compressed rank (default {ad_d['rank']})")
+    ft.add_argument("--depth", type=int, default=ad_d["depth"], help=f"Deep LoRA factors (default {ad_d['depth']})")
+    ft.add_argument("--init-scale", type=float, default=ad_d["init_scale"],
+                    help=f"Deep LoRA ε of the orthogonal init (default {ad_d['init_scale']:g})")
+    ft.add_argument("--targets", default=ad_d["targets"],
+                    help=f"{', '.join(_adapters.TARGET_SETS)}, or a regex over layer names (default {ad_d['targets']})")
+    ft.add_argument("--alpha", type=float, default=ad_d["alpha"],
+                    help="PEFT-style multiplier α/r of ΔW (default: none, as the paper)")
+    ft.add_argument("--train-head", action="store_true", help="train the classifier head too (paper: frozen)")
+    ft.add_argument("--samples", type=int, default=run_d["samples"],
+                    help="few-shot size, drawn with replacement (default: the whole train split)")
+    ft.add_argument("--steps", type=int, default=run_d["steps"], help=f"optimizer steps (default {run_d['steps']})")
+    ft.add_argument("--seed", type=int, default=run_d["seed"], help="fixes subset, init, dropout and order")
+    ft.add_argument("--model", default=run_d["model"],
+                    help=f"local folder, 'minilm' (packaged), or a hub name (default {run_d['model']})")
+    ft.add_argument("--num-layers", type=int, default=run_d["num_layers"],
+                    help="keep the first k encoder layers (default: all)")
+    ft.add_argument("--lr", type=float, default=run_d["lr"], help=f"AdamW learning rate (default {run_d['lr']:g})")
+    ft.add_argument("--lr-end", type=float, default=run_d["lr_end"],
+                    help="decay linearly to this rate (default: constant, as the paper)")
+    ft.add_argument("--gamma", type=float, default=run_d["gamma"],
+                    help=f"compressed Deep LoRA: outer step ratio γ (default {run_d['gamma']:g})")
+    ft.add_argument("--inner-lr", type=float, default=run_d["inner_lr"],
+                    help="compressed Deep LoRA: inner step (default: --lr)")
+    ft.add_argument("--batch-size", type=int, default=run_d["batch_size"], help=f"default {run_d['batch_size']}")
+    ft.add_argument("--max-seq-length", type=int, default=run_d["max_seq_length"],
+                    help=f"longer examples are dropped (default {run_d['max_seq_length']})")
+    ft.add_argument("--eval-examples", type=int, default=run_d["eval_examples"],
+                    help="evaluate on the first N validation examples (default: all)")
+    ft.add_argument("--data-dir", default=run_d["data_dir"], help="GLUE folder (default: COMPANION_DATA_DIR)")
     ft.add_argument("--online", action="store_true", help="allow downloads from the Hugging Face hub")
+    ft.add_argument("--numerical-ranks", action="store_true", help="also print each update's numerical rank")
+    ft.add_argument("--run-dir", help="write config.json, results.json and the adapter here (must be new)")
     ft.add_argument("--json", action="store_true", help="print one JSON object")
 
     rp = sub.add_parser("reproduce", help="execute the notebooks with papermill")
@@ -217,27 +238,32 @@ def _complete(args: argparse.Namespace) -> dict:
 
 
 def _finetune(args: argparse.Namespace) -> dict:
-    from companion.adapt.finetune import FinetuneConfig, finetune
+    from companion.adapt.adapters import AdapterConfig
+    from companion.adapt.training import FULL, FinetuneConfig, finetune
 
     try:
+        if args.method == FULL and args.train_head:
+            raise ValueError("--train-head applies to adapters; full fine-tuning trains every weight, the head too")
+        adapter = None if args.method == FULL else AdapterConfig(
+            method=args.method, rank=args.rank, depth=args.depth, init_scale=args.init_scale,
+            targets=args.targets, alpha=args.alpha, train_head=args.train_head)
         cfg = FinetuneConfig(
-            task=args.task, method=args.method, samples=args.samples, steps=args.steps, seed=args.seed,
-            rank=args.rank, targets=args.targets, model=args.model, lr=args.lr, batch_size=args.batch_size,
-            max_seq_length=args.max_seq_length, alpha=args.alpha, train_head=args.train_head,
-            data_dir=args.data_dir, online=args.online, eval_examples=args.eval_examples,
-            depth=args.depth, gamma=args.gamma, inner_lr=args.inner_lr,
+            task=args.task, adapter=adapter, samples=args.samples, steps=args.steps, seed=args.seed,
+            model=args.model, num_layers=args.num_layers, lr=args.lr, lr_end=args.lr_end, gamma=args.gamma,
+            inner_lr=args.inner_lr, batch_size=args.batch_size, max_seq_length=args.max_seq_length,
+            eval_examples=args.eval_examples, data_dir=args.data_dir, online=args.online,
         )
-        results = finetune(cfg, run_dir=args.run_dir, progress=not args.json and sys.stderr.isatty())
+        result = finetune(cfg, run_dir=args.run_dir, progress=not args.json and sys.stderr.isatty())
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         raise UsageError(f"companion finetune: {e}") from None
     keys = ("task", "method", "metric", "value", "metrics", "initial_value", "steps", "seed",
             "trainable_params", "adapted_layers", "wall_time_s", "step_time_s", "compile_time_s",
             "n_train", "dropped_train", "n_validation", "dropped_validation", "backbone", "device")
-    out = {k: results[k] for k in keys}
-    out["final_train_loss"] = results["train_loss"][-1][1]
-    out["first_train_loss"] = results["train_loss"][0][1]
-    if args.numerical_ranks and "numerical_ranks" in results:
-        out["numerical_ranks"] = results["numerical_ranks"]
+    out = {k: getattr(result, k) for k in keys}
+    out["final_train_loss"] = result.train_loss[-1][1]
+    out["first_train_loss"] = result.train_loss[0][1]
+    if args.numerical_ranks and result.numerical_ranks is not None:
+        out["numerical_ranks"] = result.numerical_ranks
     return out
 
 

@@ -1,8 +1,9 @@
-"""BERT in Flax NNX, loading Hugging Face checkpoints (PAPER.md §4: the backbone of Deep LoRA).
+"""BERT in Flax NNX, loading Hugging Face checkpoints: the backbone of the Deep LoRA experiments
+(arXiv:2406.04112 fine-tunes bert-base-cased on GLUE).
 
 The module tree mirrors the Hugging Face ``BertModel`` closely enough that every dense layer
 has its familiar name (``encoder.layer.3.attention.self.query``, ``pooler.dense``, …), which is
-what adapters target (``companion.adapt.lora``). Kernels are stored (in, out) as in Flax; Hugging
+what adapters target (``companion.adapt.adapters``). Kernels are stored (in, out) as in Flax; Hugging
 Face's PyTorch (out, in) weights are transposed on load.
 
 Dropout takes an explicit key (``dropout_key=None`` means evaluation), so a training step is a
@@ -66,9 +67,9 @@ class BertConfig:
         return config
 
 
-class Head(nnx.Param):
+class HeadParam(nnx.Param):
     """Parameters of the task head (classifier): frozen at their random init by default
-    (paper's choice, PAPER.md §4), trainable when asked."""
+    (arXiv:2406.04112, Deep LoRA experiments: only the adapters train), trainable when asked."""
 
 
 class Linear(nnx.Module):
@@ -81,7 +82,7 @@ class Linear(nnx.Module):
         # JAX's x64 mode on, and BERT must not change with it.
         self.kernel = param_type(init_std * jax.random.normal(rngs.params(), (in_features, out_features), jnp.float32))
         self.bias = param_type(jnp.zeros((out_features,), jnp.float32))
-        self.adapter = nnx.data(None)  # an adapter module (companion.adapt.lora) when attached
+        self.adapter = nnx.data(None)  # a lora.FactorChain when attached (companion.adapt.adapters)
 
     def __call__(self, x: Array) -> Array:
         y = x @ self.kernel[...] + self.bias[...]
@@ -96,7 +97,7 @@ class Embed(nnx.Module):
     def __init__(self, num: int, features: int, *, rngs: nnx.Rngs, init_std: float = 0.02):
         self.in_features, self.out_features = num, features
         self.embedding = nnx.Param(init_std * jax.random.normal(rngs.params(), (num, features), jnp.float32))
-        self.adapter = nnx.data(None)  # an adapter module (companion.adapt.lora) when attached
+        self.adapter = nnx.data(None)  # a lora.FactorChain when attached (companion.adapt.adapters)
 
     def __call__(self, ids: Array) -> Array:
         y = jnp.take(self.embedding[...], ids, axis=0)
@@ -229,14 +230,21 @@ class BertModel(nnx.Module):
 class BertForSequenceClassification(nnx.Module):
     """BERT + dropout + a linear classifier on the pooled output (as Hugging Face's).
 
-    ``num_labels = 1`` is regression (STS-B, MSE on logit 0, PAPER.md §4). The classifier's
-    parameters have type ``Head`` (frozen unless asked, ``companion.adapt.lora``).
+    ``num_labels = 1`` is regression (STS-B, MSE on logit 0, as the paper's code). The
+    classifier's parameters have type ``HeadParam`` (frozen unless asked,
+    ``companion.adapt.adapters.trainable_filter``).
+
+    Args:
+      config: the encoder's configuration.
+      num_labels: classes (1 = regression).
+      rngs: draws the encoder's weights, then the classifier's.
+      encoder: an existing encoder to put the head on (``with_head``); None builds one.
     """
 
-    def __init__(self, config: BertConfig, num_labels: int, *, rngs: nnx.Rngs):
-        self.bert = BertModel(config, rngs=rngs)
+    def __init__(self, config: BertConfig, num_labels: int, *, rngs: nnx.Rngs, encoder: BertModel | None = None):
+        self.bert = BertModel(config, rngs=rngs) if encoder is None else encoder
         self.num_labels = num_labels
-        self.classifier = Linear(config.hidden_size, num_labels, rngs=rngs, param_type=Head)
+        self.classifier = Linear(config.hidden_size, num_labels, rngs=rngs, param_type=HeadParam)
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *, dropout_key=None) -> Array:
         """Logits (B, num_labels)."""
@@ -345,18 +353,19 @@ def read_checkpoint(folder: Path) -> tuple[BertConfig, dict[str, np.ndarray]]:
     return BertConfig.from_json(folder / "config.json"), load_file(str(folder / "model.safetensors"))
 
 
-def from_pretrained(name_or_path: str, num_labels: int | None = None, *, seed: int = 0,
-                    online: bool | None = None, num_layers: int | None = None
-                    ) -> BertModel | BertForSequenceClassification:
-    """A pretrained BERT (``num_labels=None``) or BERT with a new random classifier head.
+def pretrained_encoder(name_or_path: str, *, online: bool | None = None,
+                       num_layers: int | None = None) -> BertModel:
+    """The pretrained encoder alone (no head): one checkpoint read, shared by a run's seeds.
 
     Args:
       name_or_path: local folder, "minilm" (packaged, offline), or a hub name (online).
-      num_labels: classes of the head (1 = regression); None returns the bare BertModel.
-      seed: initialises the head (and nothing else: the encoder is pretrained).
       online: allow the hub download (default: COMPANION_ONLINE).
       num_layers: keep only the first k encoder layers (a toy-size model for quick CPU runs;
         None keeps all of them). The embeddings, the kept layers and the pooler stay pretrained.
+
+    Raises:
+      FileNotFoundError: no such checkpoint offline. ValueError: num_layers out of range, or
+        the checkpoint does not fit.
     """
     folder = resolve(name_or_path, online)
     config, weights = read_checkpoint(folder)
@@ -367,14 +376,49 @@ def from_pretrained(name_or_path: str, num_labels: int | None = None, *, seed: i
         config = replace(config, num_hidden_layers=num_layers)
         dropped = tuple(f"encoder.layer.{i}." for i in range(num_layers, total))
         weights = {k: v for k, v in weights.items() if not k.removeprefix("bert.").startswith(dropped)}
-    rngs = nnx.Rngs(seed)
-    if num_labels is None:
-        model = BertModel(config, rngs=rngs)
-        load_weights(model, weights, str(folder))
-        return model
-    model = BertForSequenceClassification(config, num_labels, rngs=rngs)
-    load_weights(model.bert, weights, str(folder))
+    model = BertModel(config, rngs=nnx.Rngs(0))  # random init, then every weight overwritten
+    load_weights(model, weights, str(folder))
     return model
+
+
+def _draws_of_encoder(config: BertConfig) -> int:
+    """How many ``rngs.params()`` keys ``BertModel(config, rngs=rngs)`` takes: one per Embed (3)
+    and per Linear (6 per layer, the pooler)."""
+    return 3 + 6 * config.num_hidden_layers + 1
+
+
+def with_head(encoder: BertModel, num_labels: int, seed: int = 0) -> BertForSequenceClassification:
+    """``encoder`` (shared, not copied) with a new random classifier head drawn from ``seed``.
+
+    The head equals the one ``BertForSequenceClassification(config, num_labels,
+    rngs=nnx.Rngs(seed))`` draws after its encoder's keys, so a run's head depends on its seed
+    only and not on whether the encoder was built for it.
+
+    Args:
+      encoder: a pretrained ``BertModel``.
+      num_labels: classes (1 = regression).
+      seed: initialises the head (Flax-style normal, std 0.02; bias 0).
+    """
+    rngs = nnx.Rngs(seed)
+    for _ in range(_draws_of_encoder(encoder.config)):
+        rngs.params()
+    return BertForSequenceClassification(encoder.config, num_labels, rngs=rngs, encoder=encoder)
+
+
+def from_pretrained(name_or_path: str, num_labels: int | None = None, *, seed: int = 0,
+                    online: bool | None = None, num_layers: int | None = None
+                    ) -> BertModel | BertForSequenceClassification:
+    """A pretrained BERT (``num_labels=None``) or BERT with a new random classifier head.
+
+    Args:
+      name_or_path: local folder, "minilm" (packaged, offline), or a hub name (online).
+      num_labels: classes of the head (1 = regression); None returns the bare BertModel.
+      seed: initialises the head (and nothing else: the encoder is pretrained).
+      online: allow the hub download (default: COMPANION_ONLINE).
+      num_layers: keep only the first k encoder layers (``pretrained_encoder``).
+    """
+    encoder = pretrained_encoder(name_or_path, online=online, num_layers=num_layers)
+    return encoder if num_labels is None else with_head(encoder, num_labels, seed)
 
 
 def load_tokenizer(name_or_path: str, online: bool | None = None):

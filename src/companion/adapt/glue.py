@@ -1,17 +1,15 @@
-"""GLUE data for the adaptation experiments: tasks, loading, tokenisation, batching (PAPER.md §4).
+"""The GLUE tasks of the Deep LoRA experiments: registry, files and examples.
 
-The pipeline is ``load_split`` → ``few_shot`` (optional) → ``drop_long`` → ``to_arrays`` →
-``batches`` / ``train_stream``:
+arXiv:2406.04112, Deep LoRA experiments (few-shot STS-B, limited-data GLUE): the eight GLUE
+tasks, scored on their validation splits (MNLI: matched). This module knows where each task's
+data lives and how to read it; tokenisation and batching are ``companion.adapt.batching``.
 
 - ``TASKS`` describes the eight GLUE tasks: where their files are, which columns hold the
   text and the label, how labels map to class indices and which metrics score them.
 - ``load_split`` reads the official GLUE tsv files from a local folder (``data_dir`` argument
   or the ``COMPANION_DATA_DIR`` environment variable). Only when asked (``online=True``) and
   only when the local file is missing does it fetch the Hugging Face hub's parquet copy.
-- Tokenisation uses a ``tokenizers.Tokenizer`` with truncation and padding switched off:
-  examples longer than ``max_length`` are dropped, never truncated, and ``to_arrays`` pads
-  everything to exactly ``max_length`` so jitted steps see one shape.
-- Batches are fixed-size; rows that only pad a last partial batch carry weight 0.
+- ``available_tasks`` / ``missing_tasks`` say which tasks a folder holds.
 
 Class indices agree between the tsv and the hub: for every task the hub's integer label is the
 index into ``GlueTask.label_names`` (e.g. MNLI entailment 0, neutral 1, contradiction 2).
@@ -25,42 +23,32 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from companion.adapt.metrics import METRICS
-
-if TYPE_CHECKING:  # the tokenizer is passed in by the caller; only its type is needed here
-    from tokenizers import Encoding, Tokenizer
 
 __all__ = [
     "ENV_VAR",
     "HUB_REPO",
     "SPLITS",
     "TASKS",
-    "Batch",
     "Examples",
     "GlueTask",
     "available_tasks",
-    "batches",
     "data_dir",
-    "drop_long",
-    "encode",
-    "few_shot",
     "from_hub_records",
     "get_task",
+    "hub_file",
     "load_split",
     "missing_tasks",
     "read_tsv",
-    "to_arrays",
-    "train_stream",
 ]
 
 ENV_VAR = "COMPANION_DATA_DIR"  # folder holding CoLA/, MNLI/, MRPC/, ... as in GLUE's download
 HUB_REPO = "nyu-mll/glue"  # Hugging Face dataset repository of the online path
 SPLITS = ("train", "validation")  # the paper evaluates on validation (GLUE test labels are hidden)
-MAX_LENGTH = 128  # paper: max_seq_length 128, longer train and validation examples dropped
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,7 +58,11 @@ MAX_LENGTH = 128  # paper: max_seq_length 128, longer train and validation examp
 
 @dataclass(frozen=True)
 class GlueTask:
-    """One GLUE task: file layout, label encoding and metrics (PAPER.md §4)."""
+    """One GLUE task: file layout, label encoding and metrics.
+
+    Main metrics as in arXiv:2406.04112 (Deep LoRA experiments): CoLA Matthews correlation,
+    STS-B Pearson correlation, every other task accuracy.
+    """
 
     name: str  # registry key, lowercase ("sst2")
     folder: str  # GLUE folder name under the data directory ("SST-2")
@@ -438,7 +430,7 @@ def load_split(
     data_dir: str | os.PathLike[str] | None = None,
     online: bool = False,
 ) -> Examples:
-    """Load the train or validation split of a GLUE task (PAPER.md §4).
+    """Load the train or validation split of a GLUE task.
 
     Reads ``<data_dir>/<folder>/<file>`` (``GlueTask.train_file`` / ``validation_file``; MNLI
     validation is ``dev_matched.tsv``). Only with ``online=True`` and only when that file is
@@ -497,6 +489,22 @@ def missing_tasks(data_dir: str | os.PathLike[str] | None = None) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
+def hub_file(task: str | GlueTask, split: str) -> str:
+    """Path of one split's parquet file inside the hub repository ``HUB_REPO``.
+
+    Args:
+        task: task name or ``GlueTask``.
+        split: "train" or "validation" (MNLI: the matched validation split).
+
+    Returns:
+        e.g. "stsb/validation-00000-of-00001.parquet".
+    """
+    spec = get_task(task)
+    _check_split(split)
+    name = "train" if split == "train" else spec.hub_validation_split
+    return f"{spec.hub_config}/{name}-00000-of-00001.parquet"
+
+
 def _load_from_hub(spec: GlueTask, split: str) -> Examples:
     """Download one split's parquet file from ``HUB_REPO`` and map it to ``Examples``."""
     try:
@@ -508,8 +516,7 @@ def _load_from_hub(spec: GlueTask, split: str) -> Examples:
         ) from err
     import huggingface_hub
 
-    split_name = "train" if split == "train" else spec.hub_validation_split
-    filename = f"{spec.hub_config}/{split_name}-00000-of-00001.parquet"
+    filename = hub_file(spec, split)
     local = huggingface_hub.hf_hub_download(
         repo_id=HUB_REPO, repo_type="dataset", filename=filename
     )
@@ -571,290 +578,3 @@ def from_hub_records(
         labels=np.asarray(labels),
         task=spec.name,
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Tokenisation (PAPER.md §4: max_seq_length 128, longer examples dropped)
-# --------------------------------------------------------------------------------------------
-
-
-def _check_tokenizer(tokenizer: Tokenizer) -> None:
-    """The protocol needs the raw lengths: no truncation, no padding inside the tokenizer."""
-    if tokenizer.truncation is not None:
-        raise ValueError(
-            f"the tokenizer truncates ({tokenizer.truncation}); call tokenizer.no_truncation() "
-            "first: long examples are dropped (drop_long), never truncated (PAPER.md §4)"
-        )
-    if tokenizer.padding is not None:
-        raise ValueError(
-            f"the tokenizer pads ({tokenizer.padding}); call tokenizer.no_padding() first: "
-            "to_arrays pads to max_length itself"
-        )
-
-
-def _special_id(tokenizer: Tokenizer, token: str) -> int:
-    token_id = tokenizer.token_to_id(token)
-    if token_id is None:
-        raise ValueError(
-            f"the tokenizer has no {token} token; use a BERT WordPiece tokenizer.json "
-            "(the model's own tokenizer)"
-        )
-    return int(token_id)
-
-
-def _check_max_length(max_length: int) -> None:
-    if not _is_int(max_length) or max_length < 1:
-        raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
-
-
-def encode(examples: Examples, tokenizer: Tokenizer) -> list[Encoding]:
-    """Tokenise every example with the model's special tokens ([CLS] a [SEP] (b [SEP])).
-
-    Args:
-        examples: N examples; pairs are encoded as pairs (token_type_ids 0 then 1).
-        tokenizer: a ``tokenizers.Tokenizer`` with truncation and padding switched off.
-
-    Returns:
-        (N,) encodings of unpadded, untruncated length.
-    """
-    _check_tokenizer(tokenizer)
-    if examples.text_b is None:
-        inputs: list[Any] = list(examples.text_a)
-    else:
-        inputs = list(zip(examples.text_a, examples.text_b))
-    return tokenizer.encode_batch(inputs)
-
-
-def drop_long(
-    examples: Examples, tokenizer: Tokenizer, max_length: int = MAX_LENGTH
-) -> tuple[Examples, int]:
-    """Drop the examples whose encoding (special tokens included) exceeds ``max_length``.
-
-    paper: train and validation examples longer than 128 tokens are dropped, not truncated.
-
-    Args:
-        examples: N examples.
-        tokenizer: as for ``encode``.
-        max_length: longest kept encoding, in tokens.
-
-    Returns:
-        (the kept examples in their original order, number dropped).
-    """
-    _check_max_length(max_length)
-    lengths = np.array([len(e.ids) for e in encode(examples, tokenizer)], dtype=np.int64)
-    keep = np.flatnonzero(lengths <= max_length)
-    return examples.select(keep), len(examples) - keep.size
-
-
-def few_shot(examples: Examples, n: int, seed: int) -> Examples:
-    """A few-shot training set: ``n`` examples drawn uniformly with replacement.
-
-    paper: few-shot samples drawn with replacement, using the run's seed, so n may exceed N
-    and an example may appear more than once.
-
-    Args:
-        examples: N ≥ 1 examples to draw from.
-        n: number of draws, ≥ 1.
-        seed: the run's seed (``np.random.default_rng(seed)``).
-
-    Returns:
-        n examples, in draw order.
-    """
-    if not _is_int(n) or n < 1:
-        raise ValueError(f"few-shot size n must be an integer ≥ 1, got {n!r}")
-    _check_seed(seed)
-    if len(examples) == 0:
-        raise ValueError(f"cannot draw a few-shot subset of {examples.task!r}: no examples")
-    idx = np.random.default_rng(seed).integers(0, len(examples), size=int(n))
-    return examples.select(idx)
-
-
-def _check_seed(seed: Any) -> None:
-    if not _is_int(seed) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-
-
-# --------------------------------------------------------------------------------------------
-# Arrays and batches
-# --------------------------------------------------------------------------------------------
-
-
-class Batch(NamedTuple):
-    """Fixed-shape model inputs: B rows of T tokens (T = max_length)."""
-
-    input_ids: np.ndarray  # (B, T) int32; [PAD] after the encoding
-    attention_mask: np.ndarray  # (B, T) int32; 1 on tokens, 0 on padding
-    token_type_ids: np.ndarray  # (B, T) int32; 0 for [CLS] a [SEP], 1 for b [SEP], 0 on padding
-    labels: np.ndarray  # (B,) int32 class indices, or float32 scores (STS-B)
-    weight: np.ndarray  # (B,) float32; 1 for real examples, 0 for rows padding a partial batch
-
-
-def to_arrays(examples: Examples, tokenizer: Tokenizer, max_length: int = MAX_LENGTH) -> Batch:
-    """Encode all examples and pad them to exactly ``max_length`` tokens.
-
-    One fixed T for every batch means a jitted step compiles once (paper: max_seq_length 128).
-
-    Args:
-        examples: N examples, none longer than ``max_length`` tokens (see ``drop_long``).
-        tokenizer: as for ``encode``; must define [CLS] and [PAD].
-        max_length: T.
-
-    Returns:
-        A ``Batch`` of N rows, all with weight 1.
-
-    Raises:
-        ValueError: an example is longer than ``max_length`` (call ``drop_long`` first).
-    """
-    _check_max_length(max_length)
-    encodings = encode(examples, tokenizer)
-    pad_id = _special_id(tokenizer, "[PAD]")
-    cls_id = _special_id(tokenizer, "[CLS]")
-    lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
-    too_long = np.flatnonzero(lengths > max_length)
-    if too_long.size:
-        raise ValueError(
-            f"{too_long.size} of {len(examples)} {examples.task!r} examples are longer than "
-            f"max_length={max_length} tokens (first at index {too_long[0]}, "
-            f"{lengths[too_long[0]]} tokens); call drop_long first (PAPER.md §4 drops them)"
-        )
-    n = len(examples)
-    input_ids = np.full((n, max_length), pad_id, dtype=np.int32)
-    attention_mask = np.zeros((n, max_length), dtype=np.int32)
-    token_type_ids = np.zeros((n, max_length), dtype=np.int32)
-    for i, e in enumerate(encodings):
-        length = len(e.ids)
-        input_ids[i, :length] = e.ids
-        attention_mask[i, :length] = e.attention_mask
-        token_type_ids[i, :length] = e.type_ids
-    if n and not np.all(input_ids[:, 0] == cls_id):
-        raise ValueError(
-            "the tokenizer does not start encodings with [CLS]; load the model's own "
-            "tokenizer.json (its post-processor adds [CLS] and [SEP])"
-        )
-    label_dtype = np.float32 if examples.spec.is_regression else np.int32
-    return Batch(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        token_type_ids=token_type_ids,
-        labels=examples.labels.astype(label_dtype),
-        weight=np.ones(n, dtype=np.float32),
-    )
-
-
-def _num_rows(arrays: Batch) -> int:
-    """N, after checking that the five arrays agree on it."""
-    if not isinstance(arrays, Batch):
-        raise ValueError(f"expected a Batch (from to_arrays), got {type(arrays).__name__}")
-    ids = np.asarray(arrays.input_ids)
-    if ids.ndim != 2:
-        raise ValueError(f"input_ids must have shape (N, T), got {ids.shape}")
-    expected = {
-        "attention_mask": ids.shape,
-        "token_type_ids": ids.shape,
-        "labels": ids.shape[:1],
-        "weight": ids.shape[:1],
-    }
-    for name, shape in expected.items():
-        got = np.shape(getattr(arrays, name))
-        if got != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {got}")
-    if ids.shape[0] == 0:
-        raise ValueError("no examples to batch (did drop_long drop them all?)")
-    return ids.shape[0]
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if not _is_int(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-
-
-def _take(
-    arrays: Batch, order: np.ndarray, batch_size: int, drop_remainder: bool
-) -> Iterator[Batch]:
-    """Consecutive batches of ``order``; a short last one is padded with weight-0 rows."""
-    n = order.shape[0]
-    for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
-        real = idx.shape[0]
-        if real < batch_size:
-            if drop_remainder:
-                return
-            # Padding rows repeat the batch's first example: valid inputs (no all-masked
-            # attention row), excluded from losses and metrics by their weight 0.
-            idx = np.concatenate([idx, np.full(batch_size - real, idx[0])])
-        batch = Batch(*(np.asarray(a)[idx] for a in arrays))
-        if real < batch_size:
-            weight = batch.weight.copy()
-            weight[real:] = 0.0
-            batch = batch._replace(weight=weight)
-        yield batch
-
-
-def batches(
-    arrays: Batch,
-    batch_size: int,
-    *,
-    shuffle: bool,
-    seed: int | None,
-    drop_remainder: bool,
-) -> Iterator[Batch]:
-    """One pass over the examples in fixed-size batches.
-
-    For evaluation use ``shuffle=False, drop_remainder=False``: every example appears exactly
-    once with weight 1, and the last partial batch is filled with weight-0 rows (paper: score
-    on the full validation split).
-
-    Args:
-        arrays: N rows from ``to_arrays``.
-        batch_size: B.
-        shuffle: visit the rows in the order ``np.random.default_rng(seed).permutation(N)``.
-        seed: required when ``shuffle``; unused otherwise.
-        drop_remainder: skip a last partial batch instead of padding it.
-
-    Returns:
-        An iterator of ``Batch`` with B rows each.
-    """
-    n = _num_rows(arrays)
-    _check_batch_size(batch_size)
-    if shuffle:
-        if seed is None:
-            raise ValueError("shuffle=True needs a seed (the run's seed fixes shuffling)")
-        _check_seed(seed)
-        order = np.random.default_rng(seed).permutation(n)
-    else:
-        order = np.arange(n)
-    if drop_remainder and n < batch_size:
-        raise ValueError(
-            f"{n} examples make no full batch of {batch_size}; use drop_remainder=False "
-            "or a smaller batch_size"
-        )
-    return _take(arrays, order, int(batch_size), drop_remainder)
-
-
-def train_stream(arrays: Batch, batch_size: int, seed: int) -> Iterator[Batch]:
-    """Endless training batches, epoch after epoch, each epoch in a fresh random order.
-
-    paper: the run's seed fixes shuffling; epoch orders are successive permutations from one
-    ``np.random.default_rng(seed)``. Like a data loader that keeps the last partial batch, an
-    epoch of N examples gives ceil(N / B) steps and its last batch is padded with weight-0 rows
-    (use a weighted mean loss); with N a multiple of B (e.g. 16, 64, 256, 1024 samples at
-    batch 16) every batch is full.
-
-    Args:
-        arrays: N rows from ``to_arrays``.
-        batch_size: B.
-        seed: the run's seed.
-
-    Returns:
-        An infinite iterator of ``Batch`` with B rows each.
-    """
-    n = _num_rows(arrays)
-    _check_batch_size(batch_size)
-    _check_seed(seed)
-
-    def stream() -> Iterator[Batch]:
-        rng = np.random.default_rng(seed)
-        while True:
-            yield from _take(arrays, rng.permutation(n), int(batch_size), drop_remainder=False)
-
-    return stream()

@@ -1,6 +1,6 @@
-"""GLUE evaluation metrics in plain numpy (PAPER.md §4).
+"""GLUE evaluation metrics in plain numpy.
 
-The paper scores CoLA by Matthews correlation, STS-B by Pearson correlation and every other
+arXiv:2406.04112 (Deep LoRA experiments) scores CoLA by Matthews correlation, STS-B by Pearson correlation and every other
 task by accuracy; MRPC and QQP also report F1 and STS-B also Spearman, as GLUE does. Each
 function takes two 1-D arrays of shape (N,) and returns a Python float. Binary metrics
 (``f1``, ``matthews_corrcoef``) treat class 1 as the positive class and reject any other value.
@@ -66,7 +66,7 @@ def _binary(pred: np.ndarray, label: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def accuracy(pred: np.ndarray, label: np.ndarray) -> float:
-    """Fraction of exact matches (PAPER.md §4: the main metric of all tasks but CoLA and STS-B).
+    """Fraction of exact matches (the paper's main metric of all tasks but CoLA and STS-B).
 
     Args:
         pred: (N,) predicted class indices.
@@ -98,7 +98,7 @@ def f1(pred: np.ndarray, label: np.ndarray) -> float:
 
 
 def matthews_corrcoef(pred: np.ndarray, label: np.ndarray) -> float:
-    """Binary Matthews correlation (PAPER.md §4: CoLA's metric).
+    """Binary Matthews correlation (the paper's metric of CoLA).
 
     MCC = (TP·TN − FP·FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)). When a row or column of the
     confusion matrix is empty (e.g. a constant predictor) the denominator is 0 and, like
@@ -119,7 +119,7 @@ def matthews_corrcoef(pred: np.ndarray, label: np.ndarray) -> float:
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation (PAPER.md §4: STS-B's metric).
+    """Pearson correlation (the paper's metric of STS-B).
 
     Computed in float64 on centred data. A constant input has no defined correlation; the
     result is then NaN (as in scipy), never a made-up number.
