@@ -1,4 +1,4 @@
-"""companion.adapt.bert: parity with PyTorch transformers' BertModel, loading, tokenizer."""
+"""companion.adapt.bert: parity with PyTorch transformers' BertModel, loading, heads, tokenizer."""
 
 import json
 import shutil
@@ -125,3 +125,28 @@ def test_independent_of_jax_x64_mode(tokenizer):
         jax.config.update("jax_enable_x64", previous)
     assert a.dtype == b.dtype == jnp.float32
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("seed, num_labels, num_layers", [(0, 1, None), (3, 2, None), (7, 3, 1)])
+def test_with_head_draws_the_head_of_a_fresh_model(seed, num_labels, num_layers):
+    """A head put on a shared encoder equals the head a whole new model of that seed draws."""
+    import jax
+
+    encoder = bert.pretrained_encoder("minilm", num_layers=num_layers)
+    model = bert.with_head(encoder, num_labels, seed)
+    fresh = bert.BertForSequenceClassification(encoder.config, num_labels, rngs=bert.nnx.Rngs(seed))
+    np.testing.assert_array_equal(model.classifier.kernel[...], fresh.classifier.kernel[...])
+    assert model.bert is encoder and isinstance(model.classifier.kernel, bert.HeadParam)
+    assert model.classifier.kernel[...].shape == (384, num_labels)
+    same = bert.from_pretrained("minilm", num_labels, seed=seed, num_layers=num_layers)
+    np.testing.assert_array_equal(same.classifier.kernel[...], model.classifier.kernel[...])
+    for a, b in zip(jax.tree.leaves(bert.nnx.state(same.bert)), jax.tree.leaves(bert.nnx.state(encoder))):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_num_layers_keeps_the_first_layers():
+    full, cut = bert.pretrained_encoder("minilm"), bert.pretrained_encoder("minilm", num_layers=2)
+    assert len(cut.layers) == 2 and cut.config.num_hidden_layers == 2
+    np.testing.assert_array_equal(cut.layers[1].value.kernel[...], full.layers[1].value.kernel[...])
+    with pytest.raises(ValueError, match="num_layers must be an integer in 1…6"):
+        bert.pretrained_encoder("minilm", num_layers=7)

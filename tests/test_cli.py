@@ -120,3 +120,98 @@ def test_compress_complete_errors(capsys, args, message):
     code, out, err = run_cli(capsys, *args)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and message in err
+
+
+# ---------------------------------------------------------------------------------------------
+# `companion finetune` (companion.adapt.training.finetune): documented JSON keys, one-line errors.
+
+FINETUNE_KEYS = {"task", "method", "metric", "value", "metrics", "initial_value", "steps", "seed", "trainable_params",
+                 "adapted_layers", "wall_time_s", "step_time_s", "compile_time_s", "n_train", "dropped_train",
+                 "n_validation", "dropped_validation", "backbone", "device", "final_train_loss", "first_train_loss"}
+TINY_ARGS = ["--num-layers", "1", "--max-seq-length", "32", "--batch-size", "8", "--eval-examples", "32", "--json"]
+
+
+def _needs_glue():
+    from companion.adapt import glue
+
+    try:
+        glue.data_dir()
+    except FileNotFoundError as e:
+        pytest.skip(f"no GLUE folder: {e}")
+
+
+def test_finetune_defaults_and_choices_come_from_the_dataclasses():
+    import dataclasses
+
+    from companion.adapt import adapters, glue, training
+    from companion.cli import _build_parser
+
+    args = _build_parser().parse_args(["finetune", "--task", "stsb"])
+    run = {f.name: f.default for f in dataclasses.fields(training.FinetuneConfig)}
+    adapter = {f.name: f.default for f in dataclasses.fields(adapters.AdapterConfig)}
+    for name in ("samples", "steps", "seed", "model", "num_layers", "lr", "lr_end", "gamma", "inner_lr",
+                 "batch_size", "max_seq_length", "eval_examples", "data_dir"):
+        assert getattr(args, name) == run[name], name
+    for name in ("method", "rank", "depth", "init_scale", "targets", "alpha"):
+        assert getattr(args, name) == adapter[name], name
+    actions = {a.dest: a for a in _build_parser()._subparsers._group_actions[0].choices["finetune"]._actions}
+    assert tuple(actions["method"].choices) == training.METHODS and tuple(actions["task"].choices) == tuple(glue.TASKS)
+
+
+def test_cli_finetune_json(capsys):
+    _needs_glue()
+    code, out, err = run_cli(capsys, "finetune", "--task", "cola", "--method", "lora", "--samples", "16", "--steps", "2",
+                             "--seed", "1", "--rank", "4", "--targets", "query-value", *TINY_ARGS)
+    assert code == 0, err
+    r = json.loads(out)
+    assert set(r) == FINETUNE_KEYS
+    assert r["task"] == "cola" and r["method"] == "lora" and r["metric"] == "matthews" and r["steps"] == 2
+    assert r["trainable_params"] == 2 * 4 * (384 + 384) and r["adapted_layers"] == 2 and r["seed"] == 1
+
+
+def test_cli_full_fine_tuning(capsys):
+    _needs_glue()
+    code, out, err = run_cli(capsys, "finetune", "--task", "stsb", "--method", "full", "--samples", "8", "--steps", "1",
+                             *TINY_ARGS)
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["method"] == "full" and r["adapted_layers"] is None and r["trainable_params"] > 10_000_000
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--task", "glue"], "invalid choice: 'glue'"),
+    (["--task", "qnli"], "no GLUE data for 'qnli'"),
+    (["--task", "stsb", "--targets", "nothing"], "no layer matches targets"),
+    (["--task", "stsb", "--model", "bert-base-cased"], "COMPANION_ONLINE=1"),
+    (["--task", "stsb", "--method", "deep-lora-compressed", "--rank", "7"], "rank 7 must be even"),
+    (["--task", "stsb", "--method", "full", "--train-head"], "--train-head applies to adapters"),
+    (["--task", "stsb", "--samples", "0"], "samples must be a positive integer"),
+])
+def test_cli_finetune_errors(capsys, monkeypatch, args, message):
+    _needs_glue()
+    monkeypatch.delenv("COMPANION_ONLINE", raising=False)
+    code, out, err = run_cli(capsys, "finetune", *args, "--steps", "1", "--json")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and message in err
+
+
+def test_cli_compressed_deep_lora_with_numerical_ranks(capsys):
+    _needs_glue()
+    code, out, err = run_cli(capsys, "finetune", "--task", "stsb", "--method", "deep-lora-compressed", "--samples", "8",
+                             "--steps", "2", "--rank", "4", "--targets", "pooler", "--inner-lr", "1e-2",
+                             "--numerical-ranks", *TINY_ARGS)
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["trainable_params"] == (384 + 384) * 4 + 3 * 4 * 4  # (m+n)r + 3r² per layer
+    assert set(r["numerical_ranks"]) == {"pooler.dense"} and 0 <= r["numerical_ranks"]["pooler.dense"] <= 4
+
+
+def test_cli_finetune_run_dir(capsys, tmp_path):
+    _needs_glue()
+    run_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, "finetune", "--task", "stsb", "--samples", "8", "--steps", "1",
+                             "--targets", "query-value", "--run-dir", str(run_dir), *TINY_ARGS)
+    assert code == 0, err
+    assert {p.name for p in run_dir.iterdir()} == {"config.json", "results.json", "adapter"}
+    assert json.loads((run_dir / "results.json").read_text())["value"] == json.loads(out)["value"]
+    code, _, err = run_cli(capsys, "finetune", "--task", "stsb", "--steps", "1", "--run-dir", str(run_dir), "--json")
+    assert code == 2 and "already exists and is not empty" in err

@@ -1,126 +1,112 @@
-"""companion.adapt.lora: targets, the paper's init, merge/unmerge, save/load with the head."""
+"""companion.adapt.lora: the factor chain and the initialisations of LoRA and Deep LoRA."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-from flax import nnx
 
-from companion.adapt import bert, lora
-
-
-@pytest.fixture
-def model():
-    return bert.from_pretrained("minilm", 2, seed=0)
+from companion.adapt import lora
+from companion.linear import compression
 
 
-@pytest.fixture(scope="module")
-def batch():
-    tok = bert.load_tokenizer("minilm")
-    enc = tok.encode_batch([("A dog runs.", "A dog is running fast."), ("Cats sleep.", "Nothing.")])
-    t = 16
-    ids = np.zeros((2, t), np.int32)
-    mask = np.zeros_like(ids)
-    types = np.zeros_like(ids)
-    for i, e in enumerate(enc):
-        ids[i, : len(e.ids)], mask[i, : len(e.ids)], types[i, : len(e.ids)] = e.ids, 1, e.type_ids
-    return jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types)
+def _random_factors(key, shapes):
+    return [jax.random.normal(k, s, jnp.float32) / 4 for k, s in zip(jax.random.split(key, len(shapes)), shapes)]
 
 
-@pytest.mark.parametrize("targets,count", [("query-value", 12), ("attention-mlp", 36), ("all-dense", 39),
-                                           (["pooler"], 1), (r"layer\.0\..*query", 1)])
-def test_target_sets(model, targets, count):
-    names = lora.select_targets(model, targets)
-    assert len(names) == count and "classifier" not in names
-    if targets == "all-dense":  # 36 + pooler + word and position embeddings (min side ≥ 384)
-        assert {"pooler.dense", "embeddings.word_embeddings", "embeddings.position_embeddings"} <= set(names)
-        assert "embeddings.token_type_embeddings" not in names
+@pytest.mark.parametrize("shapes, batch_shape", [
+    ([(4, 6), (4, 5)], (3,)),  # LoRA: W_1 (r, in), W_2ᵀ (r, out)
+    ([(3, 6), (3, 3), (3, 5)], (2, 3)),  # Deep LoRA, depth 3, two batch axes
+    ([(2, 6), (2, 2), (2, 2), (2, 2), (2, 5)], (4,)),  # compressed: outer, three inner, outer
+])
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_chain_apply_and_its_backward_pass(shapes, batch_shape, scale):
+    """y = s·x F_1 ⋯ F_L, and the hand-written backward pass equals autodiff of the plain product."""
+    factors = tuple(_random_factors(jax.random.key(0), shapes))
+    x = jax.random.normal(jax.random.key(1), batch_shape + (6,), jnp.float32)
+    delta = factors[0].T
+    for f in factors[1:]:
+        delta = delta @ f
+    np.testing.assert_allclose(lora.chain_apply(x, factors, scale), scale * x @ delta, rtol=1e-5, atol=1e-6)
+    chain = lambda x, fs: jnp.sum(jnp.sin(lora.chain_apply(x, fs, scale)))  # noqa: E731
+
+    def plain(x, fs):
+        d = fs[0].T
+        for f in fs[1:]:
+            d = d @ f
+        return jnp.sum(jnp.sin(scale * x @ d))
+
+    got, want = jax.grad(chain, argnums=(0, 1))(x, factors), jax.grad(plain, argnums=(0, 1))(x, factors)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_no_match_lists_layers(model):
-    with pytest.raises(ValueError, match="the model's layers are: embeddings.word_embeddings"):
-        lora.select_targets(model, ["nope"])
-    with pytest.raises(ValueError, match="unknown adapter kind 'deep'"):
-        lora.AdapterConfig(kind="deep")
-    with pytest.raises(ValueError, match="rank must be a positive integer"):
-        lora.AdapterConfig(rank=0)
+def test_factor_chain_delta_lookup_and_types():
+    fs = _random_factors(jax.random.key(2), [(3, 7), (3, 3), (3, 5)])
+    chain = lora.FactorChain(fs, 2.0, outer=(True, False, True))
+    delta = chain.delta()
+    assert delta.shape == (7, 5) and chain.in_features == 7
+    np.testing.assert_allclose(delta, 2.0 * fs[0].T @ fs[1] @ fs[2], rtol=1e-5, atol=1e-6)
+    ids = jnp.array([[0, 6, 3], [2, 2, 1]])
+    np.testing.assert_allclose(chain.lookup(ids), delta[ids], rtol=1e-5, atol=1e-6)  # rows of ΔW
+    np.testing.assert_allclose(chain.lookup(ids[0]), delta[ids[0]], rtol=1e-5, atol=1e-6)
+    kinds = [type(f) for f in chain.factors]
+    assert kinds == [lora.OuterAdapterParam, lora.AdapterParam, lora.OuterAdapterParam]
+    assert issubclass(lora.OuterAdapterParam, lora.AdapterParam)
+    chain.merged = True  # a merged chain adds nothing (its ΔW is in the base weight)
+    assert float(jnp.abs(chain(jnp.ones((2, 7)))).max()) == 0.0 and chain.lookup(ids).shape == (2, 3, 5)
 
 
-def test_init_leaves_outputs_unchanged_and_counts(model, batch):
-    before = model(*batch)
-    cfg = lora.apply_adapters(model, lora.AdapterConfig(rank=8, targets="query-value", seed=3))
-    np.testing.assert_array_equal(model(*batch), before)  # W_2 = 0: ΔW = 0 exactly
-    layer = model.bert.layers[0].query
-    f1, f2 = (f[...] for f in layer.adapter.factors)
-    assert f1.shape == (8, 384) and f2.shape == (8, 384) and float(jnp.abs(f2).max()) == 0.0
-    assert 0.9 < float(jnp.std(f1)) < 1.1  # paper: W_1 ~ N(0, 1), no α/r scaling
-    assert lora.count_parameters(model) == 12 * (384 * 8 + 8 * 384)
-    assert cfg.adapted[0] == "encoder.layer.0.attention.self.query"
-    with pytest.raises(ValueError, match="already has an adapter"):
-        lora.apply_adapters(model, lora.AdapterConfig(targets="query-value"))
+def test_lora_factors_are_the_papers_init():
+    """W_1 (r, in) ~ N(0, 1) unscaled, W_2 = 0: ΔW = 0 at init."""
+    w1, w2 = lora.lora_factors(jax.random.key(0), 384, 1536, 8)
+    assert w1.shape == (8, 384) and w2.shape == (8, 1536)
+    assert w1.dtype == w2.dtype == jnp.float32
+    assert 0.95 < float(jnp.std(w1)) < 1.05 and abs(float(jnp.mean(w1))) < 0.05
+    assert float(jnp.abs(w2).max()) == 0.0
 
 
-def _perturb(model, seed=1):
-    for i, (_, layer) in enumerate(lora.adapted_layers(model)):
-        for f in layer.adapter.factors:
-            f[...] = 0.05 * jax.random.normal(jax.random.key(seed + i), f[...].shape, jnp.float32)
+@pytest.mark.parametrize("n, m, width, depth", [(384, 1536, 384, 3), (1536, 384, 384, 3), (64, 64, 8, 4)])
+def test_deep_factors_are_scaled_orthogonal(n, m, width, depth):
+    f = lora.deep_factors(jax.random.key(0), n, m, width, depth, 0.1)
+    assert [x.shape for x in f] == [(width, n)] + [(width, width)] * (depth - 2) + [(width, m)]
+    for x in f:
+        small = x @ x.T if x.shape[0] <= x.shape[1] else x.T @ x
+        np.testing.assert_allclose(small, 0.01 * np.eye(small.shape[0]), atol=1e-6)
+    jitted = lora.deep_factors_jit(jax.random.key(0), n, m, width, depth, 0.1)
+    for a, b in zip(f, jitted):
+        np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_only_adapters_change_after_a_step(model, batch):
-    lora.apply_adapters(model, lora.AdapterConfig(rank=4, targets="all-dense"))
-    _perturb(model)
-    frozen_before = jax.tree.map(jnp.copy, nnx.state(model, nnx.Not(lora.Adapter)))
-    adapters_before = jax.tree.map(jnp.copy, nnx.state(model, lora.Adapter))
-    opt = nnx.Optimizer(model, optax.adamw(1e-3), wrt=lora.trainable_filter(False))
-
-    def loss(m):
-        return jnp.mean(m(*batch, dropout_key=jax.random.key(0)) ** 2)
-
-    grads = nnx.grad(loss, argnums=nnx.DiffState(0, lora.Adapter))(model)
-    opt.update(model, grads)
-    changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), nnx.state(model, lora.Adapter), adapters_before)
-    assert all(jax.tree.leaves(changed))
-    same = jax.tree.map(lambda a, b: bool(jnp.all(a == b)), nnx.state(model, nnx.Not(lora.Adapter)), frozen_before)
-    assert all(jax.tree.leaves(same))  # encoder and head untouched (head frozen by default)
+def test_compressed_factors_shapes_and_errors():
+    g = jax.random.normal(jax.random.key(3), (48, 32))  # (out, in)
+    f = lora.compressed_factors(jax.random.key(0), 32, 48, 6, 3, 1e-2, g)
+    assert [x.shape for x in f] == [(6, 32), (6, 6), (6, 6), (6, 6), (6, 48)]
+    for inner in f[1:-1]:
+        np.testing.assert_array_equal(inner, 1e-2 * np.eye(6, dtype=np.float32))
+    with pytest.raises(ValueError, match="rank 40 exceeds the layer's width"):
+        lora.compressed_factors(jax.random.key(0), 32, 48, 40, 3, 1e-2, g)
 
 
-@pytest.mark.parametrize("alpha", [None, 16.0])
-def test_merge_equals_unmerged_forward(model, batch, alpha):
-    lora.apply_adapters(model, lora.AdapterConfig(rank=8, targets="all-dense", alpha=alpha))
-    _perturb(model)
-    adapted = model(*batch)
-    base = model.bert.layers[1].value.kernel[...]
-    assert lora.merge(model) == 39
-    np.testing.assert_allclose(model(*batch), adapted, atol=2e-5)
-    assert float(jnp.abs(model.bert.layers[1].value.kernel[...] - base).max()) > 1e-3
-    with pytest.raises(ValueError, match="already merged"):
-        lora.merge(model)
-    assert lora.unmerge(model) == 39
-    np.testing.assert_allclose(model.bert.layers[1].value.kernel[...], base, atol=1e-6)
-    np.testing.assert_allclose(model(*batch), adapted, atol=2e-5)
-
-
-def test_merge_refuses_nan(model):
-    lora.apply_adapters(model, lora.AdapterConfig(rank=2, targets="query-value"))
-    layer = model.bert.layers[0].query
-    layer.adapter.factors[1][...] = jnp.full_like(layer.adapter.factors[1][...], jnp.nan)
-    before = model.bert.layers[3].query.kernel[...]
-    with pytest.raises(ValueError, match="NaN or inf"):
-        lora.merge(model)
-    np.testing.assert_array_equal(model.bert.layers[3].query.kernel[...], before)  # nothing changed
-
-
-def test_save_load_round_trip_with_head(tmp_path, model, batch):
-    cfg = lora.apply_adapters(model, lora.AdapterConfig(rank=4, targets="attention-mlp", train_head=True, seed=5))
-    _perturb(model)
-    model.classifier.kernel[...] = model.classifier.kernel[...] + 0.3  # a trained head
-    expected = model(*batch)
-    lora.save(model, cfg, tmp_path / "adapter")
-    fresh = bert.from_pretrained("minilm", 2, seed=123)  # different random head
-    assert float(jnp.abs(fresh(*batch) - expected).max()) > 1e-3
-    loaded = lora.load(fresh, tmp_path / "adapter")
-    assert loaded.adapted == cfg.adapted and loaded.rank == 4 and loaded.train_head
-    np.testing.assert_array_equal(fresh(*batch), expected)
-    with pytest.raises(FileNotFoundError, match="not an adapter folder"):
-        lora.load(fresh, tmp_path)
+def test_compressed_follows_wide_on_a_deep_factorization_layer():
+    """A layer whose loss is ½‖ΔW − Φ‖_F² (W̄ = 0) is a deep matrix factorization: gradient descent
+    on the compressed adapter (outer frozen) stays within Prop. 2's bound of the wide adapter
+    (arXiv:2406.04112, compression from the first gradient)."""
+    d, r_star, rank, eps, lr, steps = 40, 3, 6, 0.1, 0.1, 500
+    key = jax.random.key(0)
+    u, _, vt = np.linalg.svd(np.random.default_rng(0).normal(size=(d, d)))
+    phi = jnp.asarray((u[:, :r_star] * np.array([3.0, 2.0, 1.0])) @ vt[:r_star], jnp.float32)  # (out, in)
+    wide = lora.deep_factors(key, d, d, d, 3, eps)
+    delta = lambda fs: lora.chain_apply(jnp.eye(d, dtype=jnp.float32), tuple(fs), 1.0).T  # noqa: E731 (out, in)
+    loss = lambda fs: 0.5 * jnp.sum((delta(fs) - phi) ** 2)  # noqa: E731
+    grad_w = delta(wide) - phi  # ∂ℓ/∂W at the wide init, (out, in)
+    comp = lora.compressed_factors(key, d, d, rank, 3, eps, grad_w)
+    step = jax.jit(lambda fs: [f - lr * g for f, g in zip(fs, jax.grad(loss)(fs))])
+    frozen_outer = jax.jit(lambda fs: [fs[0]] + [f - lr * g for f, g in zip(fs[1:-1], jax.grad(loss)(fs)[1:-1])]
+                           + [fs[-1]])
+    bound = compression.gap_bound(d, rank // 2, (eps,) * 3)
+    worst = 0.0
+    for _ in range(steps):
+        wide, comp = step(wide), frozen_outer(comp)
+        worst = max(worst, float(jnp.sum((delta(wide) - delta(comp)) ** 2)) / bound)
+    assert float(loss(wide)) < 1e-2 * float(0.5 * jnp.sum(phi**2))  # both learned Φ
+    assert worst <= 1.05  # float32 and the top-direction recipe: within 5% of the bound

@@ -1,4 +1,4 @@
-"""companion.adapt.metrics against values worked out by hand (PAPER.md §4 metrics)."""
+"""companion.adapt.metrics against values worked out by hand (the GLUE metrics of arXiv:2406.04112)."""
 
 from __future__ import annotations
 

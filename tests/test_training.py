@@ -1,0 +1,236 @@
+"""companion.adapt.training: the fine-tuning loop (fit, finetune), its config, optimizer and results.
+
+Runs use a 1-layer, 32-token MiniLM backbone (``num_layers=1, max_seq_length=32``) wherever the
+full 6-layer one adds nothing, so the suite stays fast on a CPU.
+"""
+
+import dataclasses
+import json
+from dataclasses import asdict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from companion.adapt import adapters, batching, bert, glue, training
+from companion.adapt.adapters import AdapterConfig
+from companion.adapt.lora import AdapterParam
+from companion.adapt.training import FinetuneConfig, RunResult, finetune, fit
+
+try:
+    glue.data_dir()
+except FileNotFoundError as e:  # CI sets COMPANION_DATA_DIR (../shared/data/glue)
+    pytest.skip(f"no GLUE folder: {e}", allow_module_level=True)
+
+TINY = FinetuneConfig(task="stsb", adapter=AdapterConfig(method="lora", rank=4, targets="query-value"),
+                      samples=16, steps=3, num_layers=1, max_seq_length=32, batch_size=8, lr=1e-3,
+                      eval_examples=48)
+
+
+def vary(config, **changes):
+    """Replace fields of the config and of its adapter."""
+    inner = {f.name for f in dataclasses.fields(AdapterConfig)}
+    a = {k: changes.pop(k) for k in list(changes) if k in inner}
+    config = dataclasses.replace(config, **changes)
+    return dataclasses.replace(config, adapter=dataclasses.replace(config.adapter, **a)) if a else config
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(task="glue"), "unknown task 'glue'"),
+    (dict(samples=0), "samples must be a positive integer"),
+    (dict(steps=0), "steps must be a positive integer"),
+    (dict(batch_size=2.5), "batch_size must be a positive integer"),
+    (dict(seed=-1), "seed must be a non-negative integer"),
+    (dict(lr=0.0), "learning rate must be > 0"),
+    (dict(gamma=-1.0), "gamma must be ≥ 0"),
+    (dict(inner_lr=0.0), "inner_lr must be > 0"),
+    (dict(adapter="lora"), "adapter must be an AdapterConfig or None"),
+])
+def test_config_errors(changes, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(TINY, **changes)
+
+
+def test_config_defaults_and_json_round_trip():
+    c = FinetuneConfig(task="stsb")
+    assert (c.method, c.steps, c.lr, c.lr_end, c.batch_size, c.max_seq_length, c.gamma) == \
+           ("lora", 500, 1e-4, None, 16, 128, 0.01)  # the paper's protocol
+    assert c.adapter == AdapterConfig() and c.adapter.targets == "all-dense"
+    assert dataclasses.replace(c, adapter=None).method == "full"
+    for config in (TINY, dataclasses.replace(TINY, adapter=None)):
+        assert FinetuneConfig.from_dict(json.loads(json.dumps(asdict(config)))) == config
+    assert set(training.METHODS) == {*adapters.METHODS, "full"}
+
+
+@pytest.fixture(scope="module")
+def two_seeds():
+    """Seeds 3 and 5 of compressed Deep LoRA, vectorised and one at a time, with eval_at and observe."""
+    config = vary(TINY, method="deep-lora-compressed", targets=["pooler"], inner_lr=1e-2)
+    seen = []
+    kwargs = dict(log_every=1, eval_at=(2,), observe_at=(0, 3), numerical_ranks=True)
+    together = fit(config, [3, 5], observe=lambda step, seed, model: seen.append((step, seed)), **kwargs)
+    alone = fit(config, [3, 5], parallel=1, observe=lambda *a: None, **kwargs)
+    return together, alone, seen
+
+
+def test_vectorised_seeds_equal_seeds_one_at_a_time(two_seeds):
+    """jax.vmap over 2 seeds gives each seed the numbers of a program of its own (float rounding only)."""
+    together, alone, _ = two_seeds
+    for a, b in zip(together, alone):
+        assert a.seed == b.seed and [s for s, _ in a.train_loss] == [0, 1, 2] and [s for s, _ in a.curve] == [0, 2, 3]
+        np.testing.assert_allclose([v for _, v in a.train_loss], [v for _, v in b.train_loss], rtol=1e-5, atol=1e-5)
+        # Pearson of nearly uncorrelated predictions (r ≈ 0.02 after 3 steps) magnifies the float32
+        # rounding of the logits (~1e-7 relative) to ~3e-5.
+        np.testing.assert_allclose([v for _, v in a.curve], [v for _, v in b.curve], rtol=0, atol=1e-4)
+        assert a.value == pytest.approx(b.value, abs=1e-4) and a.initial_value == pytest.approx(b.initial_value, abs=1e-4)
+        assert a.numerical_ranks == b.numerical_ranks and list(a.numerical_ranks) == ["pooler.dense"]
+    assert together[0].train_loss != together[1].train_loss  # the seeds differ
+
+
+def test_results_follow_the_seeds_and_observe_gets_seed_values(two_seeds):
+    together, _, seen = two_seeds
+    assert [r.seed for r in together] == [3, 5]
+    assert seen == [(0, 3), (0, 5), (3, 3), (3, 5)]
+    r = together[0]
+    assert (r.task, r.method, r.metric, r.steps, r.n_train, r.n_validation) == \
+           ("stsb", "deep-lora-compressed", "pearson", 3, 16, 48)
+    assert r.trainable_params == (384 + 384) * 4 + 3 * 4 * 4 and r.adapted_layers == 1  # (m+n)r + 3r²
+    assert r.metrics["pearson"] == r.value and set(r.metrics) == {"pearson", "spearman"}
+    assert r.curve[0] == (0, r.initial_value) and r.curve[-1] == (3, r.value)
+    assert r.dropped_train > 0 and r.dropped_validation > 0  # 32 tokens drop some STS-B pairs
+    assert "first 1 encoder layer" in r.backbone and r.device == jax.devices()[0].platform
+    # Recorded, never asserted beyond being measured:
+    assert all(t >= 0 for t in (r.wall_time_s, r.build_time_s, r.compile_time_s, r.step_time_s))
+
+
+def test_run_result_round_trips_through_json(two_seeds):
+    r = two_seeds[0][0]
+    d = r.to_dict()
+    again = json.loads(json.dumps(d))
+    assert again == d
+    assert RunResult.from_dict(again) == r
+
+
+def test_fit_prepares_once_for_all_seeds(monkeypatch):
+    """Reading, tokenising and the checkpoint happen once per fit call, however many seeds."""
+    calls = {"load_split": 0, "tokenize": 0, "pretrained_encoder": 0, "load_tokenizer": 0}
+
+    def counting(module, name):
+        original = getattr(module, name)
+
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapped)
+
+    counting(training.glue, "load_split")
+    counting(training.batching, "tokenize")
+    counting(training.bert, "pretrained_encoder")
+    counting(training.bert, "load_tokenizer")
+    runs = fit(TINY, [0, 1, 2], parallel=2)
+    assert len(runs) == 3
+    assert calls == {"load_split": 2, "tokenize": 2, "pretrained_encoder": 1, "load_tokenizer": 1}
+
+
+def test_seeds_draw_their_own_few_shot_rows():
+    """A seed's few-shot rows are batching.few_shot_indices(N, n, seed) of the kept train split."""
+    data = training._prepare(TINY)
+    rows = training._train_rows(TINY, data, 4)
+    idx = batching.few_shot_indices(len(data.train.labels), 16, 4)
+    np.testing.assert_array_equal(rows.input_ids, data.train.input_ids[idx])
+    assert training._train_rows(dataclasses.replace(TINY, samples=None), data, 4) is data.train
+
+
+def test_paired_seed_is_deterministic():
+    config = dataclasses.replace(TINY, task="rte", seed=4)
+    (a,), (b,) = fit(config), fit(config)
+    assert a.train_loss == b.train_loss and a.value == b.value and a.metric == "accuracy"
+    (c,) = fit(config, [5])
+    assert c.train_loss != a.train_loss
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(seeds=[1, 1]), "distinct seeds"),
+    (dict(seeds=[-1]), "non-negative integers"),
+    (dict(eval_at=(0,)), r"eval_at steps must be integers in 1…3"),
+    (dict(observe_at=(4,)), r"observe_at steps must be integers in 0…3"),
+    (dict(observe_at=(1,)), "needs an observe"),
+    (dict(parallel=0), "parallel must be a positive integer"),
+    (dict(log_every=0), "log_every must be a positive integer"),
+])
+def test_fit_argument_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fit(TINY, **kwargs)
+
+
+def test_head_frozen_unless_asked():
+    encoder = bert.pretrained_encoder("minilm", num_layers=1)
+    config = vary(TINY, task="mrpc")
+    model, trainable, names = training.build_model(config, encoder, 0)
+    assert trainable is AdapterParam and len(names) == 2
+    model, trainable, _ = training.build_model(vary(config, train_head=True), encoder, 0)
+    assert adapters.count_parameters(model, trainable) == adapters.count_parameters(model) + 384 * 2 + 2
+    assert all(layer.adapter is None for _, layer in encoder.named_layers())  # the shared encoder stays bare
+    (r,) = fit(vary(TINY, train_head=True))
+    assert r.trainable_params == 2 * (384 + 384) * 4 + 384 + 1
+
+
+def test_full_fine_tuning_trains_every_weight():
+    (r,) = fit(dataclasses.replace(TINY, adapter=None, steps=2))
+    encoder = bert.pretrained_encoder("minilm", num_layers=1)
+    assert r.method == "full" and r.adapted_layers is None and r.numerical_ranks is None
+    assert r.trainable_params == adapters.count_parameters(encoder, nnx.Param) + 384 + 1
+
+
+def test_outer_factors_take_the_discrepant_step():
+    """Compressed Deep LoRA: AdamW's first step moves inner entries by η and outer ones by γη."""
+    config = vary(TINY, method="deep-lora-compressed", targets=["pooler"], inner_lr=1e-2, gamma=0.01)
+    model = bert.with_head(bert.pretrained_encoder("minilm", num_layers=1), 1)
+    adapters.apply_adapters(model, config.adapter, jax.random.key(0),
+                            {"pooler.dense": jax.random.normal(jax.random.key(1), (384, 384))})
+    state = nnx.state(model, AdapterParam)
+    grads = jax.tree.map(jnp.ones_like, state)
+    tx = training.optimizer(config)
+    updates, _ = tx.update(grads, tx.init(state), state)
+    sizes = sorted({round(float(jnp.abs(x).max()), 6) for x in jax.tree.leaves(updates)})
+    assert sizes == [pytest.approx(1e-4, rel=1e-3), pytest.approx(1e-2, rel=1e-3)]
+    assert training.optimizer(config) is tx  # equal settings share compiled steps
+
+
+def test_short_run_learns():
+    """Training loss falls and validation Pearson beats the untrained model's on a fixed subset."""
+    (r,) = fit(vary(TINY, samples=64, steps=24, targets="all-dense", eval_examples=256), log_every=4)
+    first, last = r.train_loss[0][1], r.train_loss[-1][1]
+    assert last < 0.5 * first
+    assert r.value > r.initial_value + 0.1
+
+
+def test_finetune_run_directory_and_adapter_round_trip(tmp_path):
+    config = vary(TINY, steps=4, method="deep-lora-narrow", targets="query-value")
+    run_dir = tmp_path / "run"
+    r = finetune(config, run_dir=run_dir, log_every=1)
+    assert FinetuneConfig.from_dict(json.loads((run_dir / "config.json").read_text())) == config
+    assert RunResult.from_dict(json.loads((run_dir / "results.json").read_text())) == r
+    assert r.numerical_ranks is not None and len(r.train_loss) == 4
+    # Reload: the saved adapters and head reproduce the trained model's evaluation.
+    model = bert.with_head(bert.pretrained_encoder("minilm", num_layers=1), 1, seed=99)
+    loaded, names = adapters.load(model, run_dir / "adapter")
+    assert loaded == config.adapter and len(names) == 2
+    data = training._prepare(config)
+    logits = np.asarray(model(*(jnp.asarray(a) for a in data.validation[:3])))
+    from companion.adapt.metrics import pearson
+
+    # One unbatched forward against fit's vectorised batches of 8: float32 rounding, magnified by a
+    # Pearson near 0 after 4 steps.
+    assert pearson(logits[:, 0], data.validation.labels) == pytest.approx(r.value, abs=1e-4)
+    with pytest.raises(FileExistsError, match="already exists and is not empty"):
+        finetune(config, run_dir=run_dir)
+
+
+def test_backbone_notes():
+    assert training.choose_backbone("minilm") == "minilm"
+    assert "not the paper's bert-base-cased" in training.backbone_note("minilm")
+    assert training.backbone_note("bert-base-cased", 2) == "bert-base-cased (only its first 2 encoder layer(s) kept)"
