@@ -234,3 +234,18 @@ def test_backbone_notes():
     assert training.choose_backbone("minilm") == "minilm"
     assert "not the paper's bert-base-cased" in training.backbone_note("minilm")
     assert training.backbone_note("bert-base-cased", 2) == "bert-base-cased (only its first 2 encoder layer(s) kept)"
+
+
+def test_auto_backbone_offline_is_the_packaged_minilm(capsys, monkeypatch):
+    monkeypatch.delenv("COMPANION_ONLINE", raising=False)
+    assert training.choose_backbone("auto", online=False) == "minilm"
+    assert "using the packaged all-MiniLM-L6-v2" in capsys.readouterr().out
+
+
+def test_a_second_seed_compiles_nothing_new():
+    """Runs of one structure share compiled steps: another seed is a cache hit, not a miss."""
+    fit(TINY, [0])
+    before = training._compiled.cache_info()
+    fit(TINY, [1])
+    after = training._compiled.cache_info()
+    assert after.misses == before.misses and after.hits == before.hits + 1
