@@ -19,6 +19,9 @@ from companion.linear import theory
 from companion.linear.factorization import FactorizationSetting
 from companion.linear.precision import float64
 
+NOTEBOOK = "01_theorem"
+PRECISION = "float64"  # how tightly smoke runs reproduce across machines (book.regression.tolerance)
+
 THEOREM = "arXiv:2406.04112, the invariant-subspace theorem"
 PAPER = {
     "count": claims.PaperValue("at least d − 2r*, equal to ρ_l(t) exactly", f"{THEOREM}, recursion (1)"),

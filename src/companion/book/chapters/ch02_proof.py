@@ -22,6 +22,9 @@ from companion.linear import factorization, theory
 from companion.linear.factorization import FactorizationSetting
 from companion.linear.precision import float64
 
+NOTEBOOK = "02_proof_verification"
+PRECISION = "float64"  # how tightly smoke runs reproduce across machines (book.regression.tolerance)
+
 PROOF = "arXiv:2406.04112, the invariant-subspace theorem (proof)"
 PAPER = {
     "dim_s": claims.PaperValue("dim S ≥ d − 2r*", PROOF),

@@ -19,6 +19,9 @@ from companion.book.profiles import check_profile_name, with_overrides
 from companion.linear import completion, compression
 from companion.linear.precision import float64
 
+NOTEBOOK = "03_compressed_trajectories"
+PRECISION = "float64"  # how tightly smoke runs reproduce across machines (book.regression.tolerance)
+
 EXPERIMENT = "arXiv:2406.04112, deep matrix factorization experiments (authors' notebooks)"
 COMPRESSION = "arXiv:2406.04112, compression from the first gradient"
 PAPER = {

@@ -18,6 +18,9 @@ from companion.book.profiles import check_profile_name, with_overrides
 from companion.linear import completion
 from companion.linear.precision import float64
 
+NOTEBOOK = "04_matrix_completion"
+PRECISION = "float64"  # how tightly smoke runs reproduce across machines (book.regression.tolerance)
+
 EXPERIMENT = "arXiv:2406.04112, deep matrix completion experiments (authors' notebooks)"
 FIG = f"{EXPERIMENT}, read off the figure"
 PAPER = {

@@ -23,6 +23,7 @@ from companion.book.claims import PaperValue
 from companion.book.profiles import check_profile_name
 
 NOTEBOOK = "05_invariant_subspaces_bert"
+PRECISION = "float32"  # how tightly smoke runs reproduce across machines (book.regression.tolerance)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from companion.book.claims import PaperValue
 from companion.book.profiles import check_profile_name, with_overrides
 
 NOTEBOOK = "06_fewshot_stsb"
+PRECISION = "float32"  # how tightly smoke runs reproduce across machines (book.regression.tolerance)
 VARIANTS = ("wide", "compressed", "random-narrow")
 
 

@@ -20,6 +20,7 @@ from companion.book.claims import PaperValue
 from companion.book.profiles import check_profile_name, with_overrides
 
 NOTEBOOK = "07_glue_limited_data"
+PRECISION = "float32"  # how tightly smoke runs reproduce across machines (book.regression.tolerance)
 
 
 @dataclass(frozen=True)
