@@ -25,7 +25,7 @@ def test_book_builds_without_warnings(smoke_executions, tmp_path):
                  "05_invariant_subspaces_bert", "06_fewshot_stsb", "07_glue_limited_data"):
         page = (html / f"book/executed/{name}.html").read_text()
         # The paper-vs-ours table is rendered as a table (a header cell), not as pipes in a paragraph.
-        assert re.search(r"<th class=\"head\"><p>paper[^<]*arXiv:2406\.04112", page), name
+        assert re.search(r'<th class="head"><p>paper[^<]*arXiv:2406\.04112', page), name
     # Chapters 5-7 draw their figures and name their backbone, with the caveat.
     for name, figures in (("05_invariant_subspaces_bert", 1), ("06_fewshot_stsb", 4), ("07_glue_limited_data", 1)):
         page = (html / f"book/executed/{name}.html").read_text()

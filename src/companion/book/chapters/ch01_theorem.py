@@ -111,7 +111,7 @@ def table(result: Result, stamp: str) -> str:
     """The paper-vs-ours Markdown table."""
     s, m, c = result.config.setting, summary(result), result.config
     return f"""
-| | paper | this run ({stamp}) |
+| | paper (arXiv:2406.04112, the invariant-subspace theorem) | this run ({stamp}) |
 |---|---|---|
 | setting | {PAPER['figure'].text()} ({PAPER['figure'].source}) | d={s.width}, r*={s.target_rank}, L={s.depth}, ε={list(s.init_scales)}, η={s.lr}, λ={s.weight_decay}, {s.steps} steps |
 | singular values equal to ρ_l(t), per layer | {PAPER['count'].text()} ({PAPER['count'].source}) | min {m['min_count']}, max after t=0 {m['max_count_after_step0']}; d − 2r* = {m['required_count']} (to {c.rtol:.0e}) |
