@@ -23,7 +23,7 @@ def encoder():
 
 @pytest.fixture
 def model(encoder):
-    return bert.with_head(nnx.clone(encoder), 2, seed=0)
+    return bert.with_head(nnx.clone(encoder), 2)
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +86,11 @@ def test_no_match_lists_layers(model):
 def test_lora_init_leaves_outputs_unchanged_and_counts(model, batch):
     before = model(*batch)
     names = adapters.apply_adapters(model, AdapterConfig(rank=8, targets="query-value"), jax.random.key(3))
-    np.testing.assert_array_equal(model(*batch), before)  # W_2 = 0: ΔW = 0 exactly
+    np.testing.assert_array_equal(model(*batch), before)  # W_1 = 0: ΔW = 0 exactly
     layer = model.bert.layers[0].query
     f1, f2 = (f[...] for f in layer.adapter.factors)
-    assert f1.shape == (8, 384) and f2.shape == (8, 384) and float(jnp.abs(f2).max()) == 0.0
-    assert 0.9 < float(jnp.std(f1)) < 1.1  # paper: W_1 ~ N(0, 1), no α/r scaling
+    assert f1.shape == (8, 384) and f2.shape == (8, 384) and float(jnp.abs(f1).max()) == 0.0
+    assert 0.9 < float(jnp.std(f2)) < 1.1  # authors (618c410): output side ~ N(0, 1), no α/r scaling
     assert adapters.count_parameters(model) == 12 * (384 * 8 + 8 * 384)
     assert names[0] == "encoder.layer.0.attention.self.query" and len(names) == 12
     assert [n for n, _ in adapters.adapted_layers(model)] == list(names)
@@ -102,7 +102,7 @@ def test_the_key_draws_the_factors(encoder):
     a, b, c = (bert.with_head(nnx.clone(encoder), 1) for _ in range(3))
     for m, seed in ((a, 0), (b, 0), (c, 1)):
         adapters.apply_adapters(m, AdapterConfig(targets="query-value"), jax.random.key(seed))
-    first = lambda m: m.bert.layers[0].query.adapter.factors[0][...]  # noqa: E731
+    first = lambda m: m.bert.layers[0].query.adapter.factors[1][...]  # noqa: E731  (the Gaussian factor)
     np.testing.assert_array_equal(first(a), first(b))
     assert float(jnp.abs(first(a) - first(c)).max()) > 0.1
 
@@ -211,12 +211,52 @@ def test_merge_refuses_nan(model):
     np.testing.assert_array_equal(model.bert.layers[3].query.kernel[...], before)  # nothing changed
 
 
-def test_numerical_ranks(model):
+def _low_rank(rank, scale, shape=(48, 40), seed=0):
+    """A synthetic float32 ΔW of exact rank ``rank`` with ‖ΔW‖₂ = scale."""
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.standard_normal((shape[0], rank)))
+    v, _ = np.linalg.qr(rng.standard_normal((shape[1], rank)))
+    s = scale * np.linspace(1.0, 0.5, rank)
+    return ((u * s) @ v.T).astype(np.float32)
+
+
+@pytest.mark.parametrize("rank, scale, deep, expected", [
+    (5, 1.0, False, 5),  # vanilla: plain matrix_rank
+    (12, 1.0, False, 12),  # vanilla: no cap
+    (12, 1e-4, False, 12),  # vanilla: no norm floor
+    (0, 0.0, False, 0),
+    (5, 1.0, True, 5),  # Deep LoRA: matrix_rank …
+    (12, 1.0, True, 8),  # … capped at the authors' 8
+    (12, 2e-3, True, 8),  # ‖ΔW‖₂ > 1e-3
+    (12, 5e-4, True, 0),  # ‖ΔW‖₂ ≤ 1e-3: rank 0
+    (0, 0.0, True, 0),
+])
+def test_rank_of_update_is_the_authors_rule(rank, scale, deep, expected):
+    delta = _low_rank(rank, scale) if rank else np.zeros((48, 40), np.float32)
+    assert adapters.rank_of_update(delta, deep=deep) == expected
+    if not deep:
+        assert expected == np.linalg.matrix_rank(delta)  # numpy's default tolerance, float32
+
+
+def test_rank_of_update_uses_numpys_float32_tolerance():
+    """A float32-rounding-sized tail does not count (numpy's tolerance for float32 ΔW)."""
+    delta = _low_rank(3, 1.0) + 1e-9 * np.random.default_rng(1).standard_normal((48, 40)).astype(np.float32)
+    assert adapters.rank_of_update(delta, deep=False) == np.linalg.matrix_rank(delta.astype(np.float32)) == 3
+    assert adapters.rank_of_update(_low_rank(12, 1.0), deep=True, cap=10) == 10
+
+
+def test_numerical_ranks(model, encoder):
     adapters.apply_adapters(model, AdapterConfig(rank=4, targets="query-value"), KEY)
     assert set(adapters.numerical_ranks(model).values()) == {0}  # ΔW = 0 at init
     _perturb(model)
     assert set(adapters.numerical_ranks(model).values()) == {4}
-    assert set(adapters.numerical_ranks(model, tol=1e6).values()) == {0}
+    # Deep LoRA (a chain of 3): the wide init has ‖ΔW‖₂ = ε³ ≤ 1e-3, rank 0; once moved, at most 8.
+    deep = bert.with_head(nnx.clone(encoder), 2)
+    adapters.apply_adapters(deep, AdapterConfig(method="deep-lora", targets=["pooler"]), KEY)
+    assert adapters.numerical_ranks(deep) == {"pooler.dense": 0}
+    _perturb(deep)
+    assert adapters.numerical_ranks(deep) == {"pooler.dense": 8}
+    assert adapters.numerical_ranks(deep, cap=20) == {"pooler.dense": 20}
 
 
 @pytest.mark.parametrize("config", [
@@ -233,7 +273,7 @@ def test_save_load_round_trip_with_head(tmp_path, model, encoder, batch, config)
     adapters.save(model, config, tmp_path / "adapter", extra={"base_model": "minilm"})
     meta = json.loads((tmp_path / "adapter" / adapters.CONFIG_FILE).read_text())
     assert meta["adapted"] == list(names) and meta["num_labels"] == 2 and meta["base_model"] == "minilm"
-    fresh = bert.with_head(nnx.clone(encoder), 2, seed=123)  # a different random head
+    fresh = bert.with_head(nnx.clone(encoder), 2, head_seed=123)  # a different random head
     assert float(jnp.abs(fresh(*batch) - expected).max()) > 1e-3
     loaded, loaded_names = adapters.load(fresh, tmp_path / "adapter")
     assert loaded == config and loaded_names == names
@@ -254,7 +294,7 @@ def test_loads_the_config_of_earlier_versions(tmp_path, model, encoder, batch):
     meta = json.loads((tmp_path / adapters.CONFIG_FILE).read_text())
     meta["kind"], meta["scale_init"], meta["seed"] = meta.pop("method"), meta.pop("init_scale"), 0
     (tmp_path / adapters.CONFIG_FILE).write_text(json.dumps(meta))
-    fresh = bert.with_head(nnx.clone(encoder), 2, seed=7)
+    fresh = bert.with_head(nnx.clone(encoder), 2, head_seed=7)
     loaded, _ = adapters.load(fresh, tmp_path)
     assert loaded == config
     np.testing.assert_array_equal(fresh(*batch), expected)

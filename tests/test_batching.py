@@ -345,3 +345,82 @@ def test_take_and_indices_errors():
         few_shot_indices(5, 0, 0)
     with pytest.raises(ValueError, match="no examples"):
         few_shot_indices(0, 3, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Bucketed padding (trim, eval_batches)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_length, expected", [
+    (128, (16, 32, 48, 64, 80, 96, 112, 128)),  # the paper's length: multiples of 16
+    (32, (16, 32)),  # the smoke profile's
+    (100, (16, 32, 48, 64, 80, 96, 100)),
+    (512, (64, 128, 192, 256, 320, 384, 448, 512)),
+    (8, (8,)),
+])
+def test_bucket_lengths(max_length, expected):
+    from companion.adapt.batching import BUCKETS, bucket_length, bucket_lengths
+
+    got = bucket_lengths(max_length)
+    assert got == expected and len(got) <= BUCKETS + 1 and got[-1] == max_length
+    assert bucket_length(1, got) == got[0] and bucket_length(max_length, got) == max_length
+    with pytest.raises(ValueError, match="exceed the longest bucket"):
+        bucket_length(max_length + 1, got)
+
+
+def ragged(lengths: list[int], t: int = 12) -> Batch:
+    """Rows of the given token counts padded to t; row i's tokens are i + 1."""
+    n = len(lengths)
+    mask = (np.arange(t)[None, :] < np.array(lengths)[:, None]).astype(np.int32)
+    return Batch(input_ids=mask * (np.arange(n)[:, None] + 1), attention_mask=mask,
+                 token_type_ids=mask.copy(), labels=np.arange(n, dtype=np.int32), weight=np.ones(n, np.float32))
+
+
+def test_trim_cuts_only_padding_to_the_bucket():
+    from companion.adapt.batching import trim
+
+    b = ragged([3, 5, 2])
+    t = trim(b, (4, 8, 12))
+    assert t.input_ids.shape == (3, 8) and t.attention_mask.sum() == b.attention_mask.sum()
+    np.testing.assert_array_equal(t.input_ids, b.input_ids[:, :8])
+    assert t.labels is b.labels and t.weight is b.weight
+    assert trim(b, (12,)) is b  # already at its bucket
+    # Stacked batches (seeds, B, T): one length, the bucket of the longest row over all of them.
+    stacked = Batch(*(np.stack(x) for x in zip(ragged([1, 2, 3]), ragged([2, 9, 1]))))
+    assert trim(stacked, (4, 8, 12)).input_ids.shape == (2, 3, 12)
+    assert trim(Batch(*(np.stack(x) for x in zip(ragged([1, 2]), ragged([3, 1])))), (4, 8, 12)).input_ids.shape == (2, 2, 4)
+
+
+@needs_glue
+def test_bucketed_train_batches_take_few_lengths(splits, tokenizer):
+    """Over an STS-B epoch at 128 tokens, batches take at most len(bucket_lengths) padded lengths,
+    far below 128 on average, and keep every token."""
+    from companion.adapt.batching import bucket_lengths, trim
+
+    arrays, _ = tokenize(splits["stsb", "train"], tokenizer)
+    buckets = bucket_lengths(128)
+    stream = train_stream(arrays, 16, seed=0)
+    lengths = []
+    for _ in range(200):
+        full = next(stream)
+        t = trim(full, buckets)
+        assert t.attention_mask.sum() == full.attention_mask.sum() and t.input_ids.shape[0] == 16
+        lengths.append(t.input_ids.shape[1])
+    assert set(lengths) <= set(buckets) and 1 < len(set(lengths)) <= len(buckets)
+    assert np.mean(lengths) < 96
+
+
+def test_eval_batches_cover_each_example_once_in_length_order():
+    from companion.adapt.batching import eval_batches
+
+    lengths = [5, 1, 12, 3, 3, 7, 2]
+    ev = eval_batches(ragged(lengths), 3, (4, 8, 12))
+    assert [b.input_ids.shape for b in ev.batches] == [(3, 4), (3, 8), (3, 12)]
+    assert [b.weight.tolist() for b in ev.batches][-1] == [1.0, 0.0, 0.0]
+    real = np.concatenate([b.labels[b.weight > 0] for b in ev.batches])
+    assert real.tolist() == ev.order.tolist() and sorted(real.tolist()) == list(range(7))
+    assert [lengths[i] for i in ev.order] == sorted(lengths)
+    np.testing.assert_array_equal(ev.restore(real), np.arange(7))  # back to the split's order
+    two = np.stack([real, 10 * real])
+    np.testing.assert_array_equal(ev.restore(two, axis=1), np.stack([np.arange(7), 10 * np.arange(7)]))

@@ -30,3 +30,26 @@ def test_time_to_error_reports_steps_and_seconds():
 def test_time_to_error_says_when_the_budget_is_too_small():
     with pytest.raises(RuntimeError, match="did not reach recovery error"):
         bench.time_to_error(width=30, target_rank=2, fraction=0.6, target_error=1e-30, budget=100, record_every=100)
+
+
+# ---- companion.bench.lora: bucketed padding (numbers recorded, never asserted) -----------------
+
+
+def test_padding_benchmark_is_a_bench_choice():
+    from companion import cli
+
+    assert cli._build_parser().parse_args(["bench", "padding"]).what == "padding"
+
+
+def test_run_padding_reports_the_ratio_of_whole_runs(monkeypatch):
+    from companion.bench import lora
+
+    fake = {("padding-step", "3"): {"step_time_bucketed_over_fixed": 0.4},
+            ("run", "jax", "7"): {"framework": "jax", "wall_time_s": 30.0},
+            ("run", "pytorch+peft", "7"): {"framework": "pytorch+peft", "wall_time_s": 60.0}}
+    monkeypatch.setattr(lora, "_subprocess", lambda *args: fake[args])
+    out = lora.run_padding(steps=7, repeats=3)
+    assert out["run_wall_time_jax_over_peft"] == 0.5 and out["step"] == fake[("padding-step", "3")]
+    assert "7 steps" in out["run_setting"]
+    monkeypatch.setattr(lora, "_subprocess", lambda *args: {"error": "boom"} if args[0] == "run" else {})
+    assert lora.run_padding(steps=7, repeats=3)["run_wall_time_jax_over_peft"] is None

@@ -94,7 +94,7 @@ def test_resolve_offline_errors(tmp_path, monkeypatch):
 
 
 def test_classification_head_and_dropout(tokenizer):
-    model = bert.from_pretrained("minilm", 3, seed=1)
+    model = bert.from_pretrained("minilm", 3)
     ids, mask, types = (jnp.asarray(a) for a in padded(tokenizer, PAIRS[:2]))
     logits = model(ids, mask, types)
     assert logits.shape == (2, 3)
@@ -106,7 +106,7 @@ def test_classification_head_and_dropout(tokenizer):
     c = model(ids, mask, types, dropout_key=jax.random.key(1))
     np.testing.assert_array_equal(a, b)
     assert float(jnp.abs(a - c).max()) > 1e-4 and float(jnp.abs(a - logits).max()) > 1e-4
-    other = bert.from_pretrained("minilm", 3, seed=2)
+    other = bert.from_pretrained("minilm", 3, head_seed=2)
     assert float(jnp.abs(other.classifier.kernel[...] - model.classifier.kernel[...]).max()) > 0
 
 
@@ -118,30 +118,45 @@ def test_independent_of_jax_x64_mode(tokenizer):
     previous = jax.config.jax_enable_x64
     try:
         jax.config.update("jax_enable_x64", False)
-        a = bert.from_pretrained("minilm", 2, seed=3)(ids, mask, types)
+        a = bert.from_pretrained("minilm", 2, head_seed=3)(ids, mask, types)
         jax.config.update("jax_enable_x64", True)
-        b = bert.from_pretrained("minilm", 2, seed=3)(ids, mask, types)
+        b = bert.from_pretrained("minilm", 2, head_seed=3)(ids, mask, types)
     finally:
         jax.config.update("jax_enable_x64", previous)
     assert a.dtype == b.dtype == jnp.float32
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("seed, num_labels, num_layers", [(0, 1, None), (3, 2, None), (7, 3, 1)])
-def test_with_head_draws_the_head_of_a_fresh_model(seed, num_labels, num_layers):
-    """A head put on a shared encoder equals the head a whole new model of that seed draws."""
+@pytest.mark.parametrize("num_labels, num_layers", [(1, None), (2, None), (3, 1)])
+def test_with_head_is_one_fixed_lecun_normal_head(num_labels, num_layers):
+    """The new head is Flax's default Dense init (LeCun normal: a normal truncated at ±2σ with
+    variance 1/h; bias 0; the authors' code at 618c410 via transformers' from_pretrained) from one
+    fixed key: the same head on every encoder, whichever run builds it."""
     import jax
 
     encoder = bert.pretrained_encoder("minilm", num_layers=num_layers)
-    model = bert.with_head(encoder, num_labels, seed)
-    fresh = bert.BertForSequenceClassification(encoder.config, num_labels, rngs=bert.nnx.Rngs(seed))
-    np.testing.assert_array_equal(model.classifier.kernel[...], fresh.classifier.kernel[...])
+    model = bert.with_head(encoder, num_labels)
     assert model.bert is encoder and isinstance(model.classifier.kernel, bert.HeadParam)
     assert model.classifier.kernel[...].shape == (384, num_labels)
-    same = bert.from_pretrained("minilm", num_labels, seed=seed, num_layers=num_layers)
+    expected = bert.head_init(bert.nnx.Rngs(bert.HEAD_SEED).params(), (384, num_labels))
+    np.testing.assert_array_equal(model.classifier.kernel[...], expected)
+    other = bert.with_head(bert.pretrained_encoder("minilm", num_layers=2), num_labels)  # another encoder
+    np.testing.assert_array_equal(other.classifier.kernel[...], model.classifier.kernel[...])
+    same = bert.from_pretrained("minilm", num_labels, num_layers=num_layers)
     np.testing.assert_array_equal(same.classifier.kernel[...], model.classifier.kernel[...])
+    assert float(jnp.abs(same.classifier.bias[...]).max()) == 0.0
     for a, b in zip(jax.tree.leaves(bert.nnx.state(same.bert)), jax.tree.leaves(bert.nnx.state(encoder))):
         np.testing.assert_array_equal(a, b)
+
+
+def test_head_init_is_lecun_normal():
+    import jax
+
+    k = np.asarray(bert.head_init(jax.random.key(0), (768, 3000)))
+    assert k.dtype == np.float32 and k.std() == pytest.approx(1 / np.sqrt(768), rel=0.01)
+    bound = 2 / np.sqrt(768) / 0.87962566  # truncation at 2 standard deviations of the underlying normal
+    assert np.abs(k).max() <= bound + 1e-6 and np.abs(k).max() > 0.95 * bound
+    np.testing.assert_array_equal(k, jax.nn.initializers.lecun_normal()(jax.random.key(0), (768, 3000), jnp.float32))
 
 
 def test_num_layers_keeps_the_first_layers():

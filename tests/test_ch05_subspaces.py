@@ -10,18 +10,22 @@ from conftest import ROOT
 
 SMOKE = json.loads((ROOT / "baselines" / "smoke" / ch.NOTEBOOK / "metrics.json").read_text())
 # A run that shows what Figure 1 shows (the paper: alignment early, Pearson ≈ 0.888).
-FULL = {**SMOKE, "median_cos_left_at_quarter": 0.93, "median_cos_right_at_quarter": 0.95,
-        "loss_first_tenth": 4.0, "loss_last_tenth": 0.4, "pearson": 0.87}
+FULL = {**SMOKE, "median_cos_at_start": 0.3, "median_cos_at_filter_step": 0.7, "fraction_drawn": 40 / 72,
+        "filter_step": 30, "loss_first_tenth": 4.0, "loss_last_tenth": 0.4, "pearson": 0.87}
 
 
 def test_full_profile_is_the_papers_run():
     run = ch.config("full").run
     assert (run.steps, run.lr, run.lr_end, run.batch_size, run.max_seq_length) == (2000, 1e-4, 1e-5, 16, 128)
     assert run.adapter.method == "deep-lora" and run.adapter.targets == "attention-mlp" and run.samples is None
-    assert run.model == "auto" and run.num_layers is None and run.eval_examples is None
-    assert ch.config("full").subspace_rank == 8 and ch.config("full").top_values == 10
+    assert run.model == "bert-base-cased" and run.num_layers is None and run.eval_examples is None
+    assert ch.config("smoke").run.model == "minilm" and ch.config("full", model="minilm").run.model == "minilm"
+    full = ch.config("full")
+    assert full.subspace_rank == 8 and full.top_values == 10 and full.filter_step == 30 and full.filter_cosine == 0.5
+    assert full.snapshots == (0, 1, 10, 20, 30, 100, 500, 1000, 1500, 2000)  # the authors' save_step_points
     smoke = ch.config("smoke", steps=12, online=True)
     assert smoke.run.steps == 12 and smoke.run.online and smoke.run.num_layers == 2
+    assert smoke.snapshots == (0, 1, 2, 5, 10, 12) and smoke.filter_step == 10
     with pytest.raises(ValueError, match="unknown profile"):
         ch.config("medium")
 
@@ -32,9 +36,9 @@ def test_claims_hold_on_good_numbers(profile, metrics):
 
 
 @pytest.mark.parametrize("profile,change,fails", [
-    ("smoke", {"median_cos_left_at_quarter": 0.2}, "move towards their final position"),
+    ("smoke", {"median_cos_at_filter_step": 0.2, "median_cos_at_start": 0.1}, "move towards their final position"),
     ("smoke", {"loss_last_tenth": 8.0}, "loss falls"),
-    ("full", {"median_cos_right_at_quarter": 0.7}, "align with the final ones"),
+    ("full", {"fraction_drawn": 0.3}, "most layers' subspaces have aligned"),
     ("full", {"loss_last_tenth": 2.5}, "below half"),
     ("full", {"pearson": 0.6}, "near the paper's 0.888"),
     ("smoke", {"pearson": float("nan")}, "finite"),

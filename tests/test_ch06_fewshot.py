@@ -23,6 +23,8 @@ def test_full_profile_is_the_papers_protocol():
     assert c.ranks == (8, 16, 32, 64) and c.rank_seeds == 5 and c.rank_steps == 200 and c.rank_samples == 16
     assert c.compressed_inner_lr == 1e-2 and c.gamma == 0.01 and c.compare_steps == 200
     assert ch.config("smoke", seeds=3).seeds == 3
+    assert c.base.model == "bert-base-cased" and ch.config("smoke").base.model == "minilm"
+    assert ch.config("full", model="minilm").base.model == "minilm"
 
 
 @pytest.mark.parametrize("profile,metrics", [("smoke", SMOKE), ("full", FULL)])

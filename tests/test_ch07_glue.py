@@ -17,6 +17,8 @@ def test_full_profile_is_the_papers_protocol():
     assert c.samples == 1024 and c.seeds == 10 and c.steps_for("sst2") == 600 and c.steps_for("rte") == 1000
     assert c.base.adapter.targets == "all-dense" and c.deep_method == "deep-lora"
     assert ch.config("smoke", tasks="RTE, mrpc").tasks == ("rte", "mrpc")
+    assert c.base.model == "bert-base-cased" and ch.config("smoke").base.model == "minilm"
+    assert ch.config("full", model="minilm").base.model == "minilm"
 
 
 def test_paper_overall_is_the_mean_of_the_tasks():

@@ -56,13 +56,44 @@ def test_factor_chain_delta_lookup_and_types():
     assert float(jnp.abs(chain(jnp.ones((2, 7)))).max()) == 0.0 and chain.lookup(ids).shape == (2, 3, 5)
 
 
-def test_lora_factors_are_the_papers_init():
-    """W_1 (r, in) ~ N(0, 1) unscaled, W_2 = 0: ΔW = 0 at init."""
+def test_lora_factors_are_the_authors_init():
+    """The authors' orientation (618c410, models.py): input side W_1 = 0, output side W_2ᵀ ~ N(0, 1)
+    unscaled, so ΔW = 0 at init."""
     w1, w2 = lora.lora_factors(jax.random.key(0), 384, 1536, 8)
     assert w1.shape == (8, 384) and w2.shape == (8, 1536)
     assert w1.dtype == w2.dtype == jnp.float32
-    assert 0.95 < float(jnp.std(w1)) < 1.05 and abs(float(jnp.mean(w1))) < 0.05
-    assert float(jnp.abs(w2).max()) == 0.0
+    assert float(jnp.abs(w1).max()) == 0.0
+    assert 0.95 < float(jnp.std(w2)) < 1.05 and abs(float(jnp.mean(w2))) < 0.05
+    chain = lora.FactorChain([w1, w2])
+    assert float(jnp.abs(chain.delta()).max()) == 0.0
+
+
+def test_lora_embedding_update_stays_on_the_batch_tokens():
+    """On an embedding table (vocab, hidden) the token-indexed factor is the zero one: after an
+    AdamW step only the rows of tokens in the batch move (the other rows of ΔW stay exactly 0)."""
+    import optax
+    from flax import nnx
+
+    vocab, hidden, rank = 50, 16, 4
+    chain = lora.FactorChain(lora.lora_factors(jax.random.key(0), vocab, hidden, rank))
+    ids = jnp.asarray([[3, 7, 7, 11], [11, 20, 3, 3]])
+    target = jax.random.normal(jax.random.key(1), ids.shape + (hidden,), jnp.float32)
+    graphdef, state = nnx.split(chain)
+    tx = optax.adamw(1e-2, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.0)
+    opt = tx.init(state)
+
+    def loss(st):
+        return jnp.mean((nnx.merge(graphdef, st).lookup(ids) - target) ** 2)
+
+    grads = jax.grad(loss)(state)
+    updates, _ = tx.update(grads, opt, state)
+    trained = nnx.merge(graphdef, optax.apply_updates(state, updates))
+    w1 = np.asarray(trained.factors[0][...])  # (r, vocab): the input-side, token-indexed factor
+    seen = np.unique(np.asarray(ids))
+    unseen = np.setdiff1d(np.arange(vocab), seen)
+    assert np.all(np.abs(w1[:, seen]).max(axis=0) > 0) and np.abs(w1[:, unseen]).max() == 0.0
+    delta = np.asarray(trained.delta())
+    assert np.abs(delta[unseen]).max() == 0.0 and np.all(np.abs(delta[seen]).max(axis=1) > 0)
 
 
 @pytest.mark.parametrize("n, m, width, depth", [(384, 1536, 384, 3), (1536, 384, 384, 3), (64, 64, 8, 4)])
@@ -110,3 +141,25 @@ def test_compressed_follows_wide_on_a_deep_factorization_layer():
         worst = max(worst, float(jnp.sum((delta(wide) - delta(comp)) ** 2)) / bound)
     assert float(loss(wide)) < 1e-2 * float(0.5 * jnp.sum(phi**2))  # both learned Φ
     assert worst <= 1.05  # float32 and the top-direction recipe: within 5% of the bound
+
+
+def test_embedding_lookup_gathers_rows_and_scatters_their_gradient():
+    """The table's update enters only through the looked-up rows: F_1[ids] F_2 ⋯ F_L equals the
+    rows of ΔW, and the gradient of the token-indexed factor is a scatter into those tokens'
+    columns (zero for every token not in the batch), as for the dense ΔW[ids]."""
+    fs = _random_factors(jax.random.key(3), [(4, 50), (4, 4), (4, 6)])
+    ids = jnp.array([[3, 7, 7], [0, 49, 3]])
+    weights = jax.random.normal(jax.random.key(4), (2, 3, 6), jnp.float32)
+
+    def through_chain(factors):
+        return jnp.sum(lora.FactorChain(factors, 0.5).lookup(ids) * weights)
+
+    def through_delta(factors):
+        return jnp.sum(lora.FactorChain(factors, 0.5).delta()[ids] * weights)
+
+    np.testing.assert_allclose(through_chain(fs), through_delta(fs), rtol=1e-5)
+    got, want = jax.grad(through_chain)(fs), jax.grad(through_delta)(fs)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    unseen = np.setdiff1d(np.arange(50), np.asarray(ids))
+    assert float(jnp.abs(got[0][:, unseen]).max()) == 0.0 and float(jnp.abs(got[0][:, [0, 3, 7, 49]]).min()) > 0

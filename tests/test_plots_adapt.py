@@ -44,8 +44,9 @@ def test_glue_deltas_and_subspace_figure_keep_every_number():
     np.testing.assert_allclose(cols["delta"], [0.02] * 6, atol=1e-12)
     steps, sv = np.array([0, 5, 10]), np.array([[3.0, 1e-3], [2.0, 1e-4]])
     cos = np.array([[0.1, 0.2], [0.9, 0.8], [1.0, 1.0]])
-    fig, cols = plotting.subspace_figure(steps, ["a", "b"], sv, cos, cos, np.arange(4), np.ones(4), "s")
-    assert cols["kind"].count("singular_value") == 4 and cols["kind"].count("cosine_left") == 6
+    fig, cols = plotting.subspace_figure(steps, ["a", "b"], sv, cos, [True, False], np.arange(4), np.ones(4), "s")
+    assert cols["kind"].count("singular_value") == 2 and cols["kind"].count("cosine") == 3  # layer b filtered out
+    assert set(cols["layer"]) == {"a", ""}
     assert cols["kind"].count("train_loss") == 4
 
 

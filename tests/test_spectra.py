@@ -40,3 +40,13 @@ def test_top_singular_bases_of_a_known_matrix():
     assert spectra.subspace_cosine(left, u[:, :2]) == pytest.approx(1.0, abs=1e-6)
     assert spectra.subspace_cosine(right, v[:, :2]) == pytest.approx(1.0, abs=1e-6)
     assert left.dtype == np.float64 and left.shape == (30, 2) and right.shape == (20, 2)
+
+
+@pytest.mark.parametrize("theta", [0.0, 0.3, 1.0])
+def test_largest_principal_cosine_is_the_smallest_angle(theta):
+    """Planes sharing e1: the largest cosine is 1 whatever the second angle; orthogonal planes: 0."""
+    a = np.eye(5)[:, :2]
+    b = np.stack([np.eye(5)[0], np.cos(theta) * np.eye(5)[1] + np.sin(theta) * np.eye(5)[2]], axis=1)
+    assert spectra.largest_principal_cosine(a, b) == pytest.approx(1.0, abs=1e-12)
+    tilted = np.stack([np.cos(theta) * np.eye(5)[0] + np.sin(theta) * np.eye(5)[3], np.eye(5)[4]], axis=1)
+    assert spectra.largest_principal_cosine(a, tilted) == pytest.approx(np.cos(theta), abs=1e-12)

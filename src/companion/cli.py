@@ -90,7 +90,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cm.add_argument("--json", action="store_true", help="print one JSON object")
 
     bn = sub.add_parser("bench", help="speed benchmarks, printed as JSON")
-    bn.add_argument("what", choices=("completion", "lora", "deep-lora", "seeds"))
+    bn.add_argument("what", choices=("completion", "lora", "deep-lora", "seeds", "padding"))
     bn.add_argument("--quick", action="store_true", help="smaller sizes, for a fast check")
 
     # Defaults and choices of `finetune` come from the dataclasses: one copy of every setting.
@@ -313,7 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 from companion.bench import lora as lora_bench
 
-                run = {"lora": lora_bench.run, "deep-lora": lora_bench.run_deep, "seeds": lora_bench.run_seeds}
+                run = {"lora": lora_bench.run, "deep-lora": lora_bench.run_deep, "seeds": lora_bench.run_seeds,
+                       "padding": lora_bench.run_padding}
                 print(json.dumps(run[args.what](), indent=2))
         elif args.command == "reproduce":
             print(json.dumps(_reproduce(args), indent=2))

@@ -206,7 +206,8 @@ def first_gradients(model, names: Sequence[str], loss_fn: Callable) -> dict[str,
     Args:
       model: the model without adapters.
       names: layer names (``select_targets``).
-      loss_fn: model → scalar loss.
+      loss_fn: model → scalar loss; any dropout is its own (``training.build_model`` calls the
+        model with a dropout key, as the authors' code at 618c410 does).
 
     Returns:
       {name: (out, in) gradient, the kernel gradient transposed}.
@@ -248,20 +249,53 @@ def adapted_layers(model) -> list[tuple[str, Linear | Embed]]:
     return [(name, layer) for name, layer in _encoder(model).named_layers() if layer.adapter is not None]
 
 
-def numerical_ranks(model, tol: float = 1e-3) -> dict[str, int]:
-    """Per adapted layer, the number of singular values of ΔW above ``tol`` (absolute).
+DEEP_RANK_CAP = 8  # the authors' literal cap of a Deep LoRA rank (the rank 8 of the LoRA it is compared with)
+DEEP_NORM_FLOOR = 1e-3  # a Deep LoRA ΔW with ‖ΔW‖₂ at most this counts as rank 0 (the authors' rule)
 
-    arXiv:2406.04112, Deep LoRA experiments (numerical-rank histogram): a Deep LoRA update with
-    ‖ΔW‖₂ ≤ 1e-3 counts as rank 0. The SVD is float64 on the host.
+
+def rank_of_update(delta, deep: bool, cap: int = DEEP_RANK_CAP) -> int:
+    """The numerical rank of one adapter update ΔW by the authors' rule.
+
+    Replication choice (the authors' code, cjyaras/deep-lora-transformers@618c410, plot_utils.py,
+    ``get_fewshot_256_ranks``; arXiv:2406.04112's histogram of ranks): vanilla LoRA counts
+    ``np.linalg.matrix_rank(ΔW)`` with numpy's default tolerance (σ_max · max(m, n) · machine
+    epsilon of ΔW's dtype; their ΔW is float32, and so is ours); Deep LoRA counts
+    ``min(matrix_rank(ΔW), 8)`` when ‖ΔW‖₂ > 1e-3 and 0 otherwise — its ε³-sized directions that
+    never moved are not counted.
+
+    Args:
+      delta: ΔW, any 2-D array (kept in its float32 precision).
+      deep: Deep LoRA's rule (else vanilla LoRA's).
+      cap: the Deep LoRA cap (the authors' literal 8).
+
+    Returns:
+      The rank.
+    """
+    d = np.asarray(delta, dtype=np.float32)
+    s = np.linalg.svd(d, compute_uv=False)
+    if s.size == 0 or s[0] == 0:
+        return 0
+    rank = int(np.sum(s > s[0] * max(d.shape) * np.finfo(s.dtype).eps))  # = np.linalg.matrix_rank(d)
+    if not deep:
+        return rank
+    return min(rank, cap) if float(s[0]) > DEEP_NORM_FLOOR else 0
+
+
+def numerical_ranks(model, cap: int = DEEP_RANK_CAP) -> dict[str, int]:
+    """Per adapted layer, the numerical rank of ΔW by the authors' rule (``rank_of_update``).
+
+    A chain of two factors is vanilla LoRA (plain ``matrix_rank``); a longer one is Deep LoRA —
+    wide, narrow or compressed — (``min(matrix_rank, cap)`` if ‖ΔW‖₂ > 1e-3, else 0). The
+    authors applied the Deep LoRA rule, with its literal 8, to the wide model (rank None)
+    compared with rank-8 LoRA (618c410, plot_utils.py; stsb_save_checkpoint.py); we apply the
+    same cap 8 to every Deep LoRA variant: narrow and compressed updates have rank ≤ r anyway,
+    so it changes them only for r > 8 (pass ``cap`` to move it).
 
     Returns:
       {layer name: rank}.
     """
-    out = {}
-    for name, layer in adapted_layers(model):
-        s = np.linalg.svd(np.asarray(layer.adapter.delta(), dtype=np.float64), compute_uv=False)
-        out[name] = int(np.sum(s > tol))
-    return out
+    return {name: rank_of_update(layer.adapter.delta(), deep=len(layer.adapter.factors) > 2, cap=cap)
+            for name, layer in adapted_layers(model)}
 
 
 def _weight(layer):

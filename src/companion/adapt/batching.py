@@ -10,8 +10,13 @@ most 128 tokens, longer train and validation examples dropped (never truncated),
 subsets drawn with replacement with the run's seed, which also fixes the batch order.
 
 - Tokenisation uses a ``tokenizers.Tokenizer`` with truncation and padding switched off, and
-  ``to_arrays`` pads everything to exactly ``max_length`` so jitted steps see one shape.
+  ``to_arrays`` pads everything to exactly ``max_length``, once per split.
 - Batches are fixed-size; rows that only pad a last partial batch carry weight 0.
+- ``trim`` then cuts a batch's token axis to the bucket of its longest row (``bucket_lengths``:
+  at most ``BUCKETS`` + 1 lengths up to ``max_length``), so a step costs what its tokens cost while
+  jitted steps compile once per bucket, not once per batch. Padded positions are masked, so
+  outputs change only by float rounding (dropout draws depend on the padded shape, though).
+- ``eval_batches`` visits a split sorted by length (fewer padded tokens), in larger batches.
 """
 
 from __future__ import annotations
@@ -27,19 +32,27 @@ if TYPE_CHECKING:  # the tokenizer is passed in by the caller; only its type is 
 
 __all__ = [
     "MAX_LENGTH",
+    "BUCKETS",
     "Batch",
+    "EvalBatches",
     "batches",
+    "bucket_length",
+    "bucket_lengths",
     "drop_long",
     "encode",
+    "eval_batches",
     "few_shot",
     "few_shot_indices",
     "take",
     "to_arrays",
     "tokenize",
     "train_stream",
+    "trim",
 ]
 
 MAX_LENGTH = 128  # paper: max_seq_length 128, longer train and validation examples dropped
+BUCKETS = 8  # padded lengths per max_length (trim); each is one compiled program per step function
+MIN_BUCKET = 16  # shortest padded length and the spacing of buckets up to 8·16 = 128 tokens
 
 
 def _is_int(value: Any) -> bool:
@@ -383,3 +396,105 @@ def train_stream(arrays: Batch, batch_size: int, seed: int) -> Iterator[Batch]:
             yield from _take(arrays, rng.permutation(n), int(batch_size), drop_remainder=False)
 
     return stream()
+
+
+# --------------------------------------------------------------------------------------------
+# Bucketed padding
+# --------------------------------------------------------------------------------------------
+
+
+def bucket_lengths(max_length: int = MAX_LENGTH, count: int = BUCKETS) -> tuple[int, ...]:
+    """The padded lengths a batch may take: evenly spaced, the last one ``max_length``.
+
+    The spacing is ceil(max_length / count) rounded up to a multiple of 8, and at least
+    ``MIN_BUCKET``: (16, 32, …, 112, 128) at the paper's 128 tokens, (16, 32) at 32, (64, …, 512)
+    at 512. Spacing, not powers of two: a few-shot STS-B batch of 16 pairs is longest at ~62 tokens
+    (median), which powers of two would pad to 128 half the time.
+
+    Args:
+        max_length: T, the longest sequence (``to_arrays``).
+        count: most buckets (≥ 1); the result has at most ``count`` + 1 lengths.
+
+    Returns:
+        Increasing lengths, the last ``max_length``.
+    """
+    _check_max_length(max_length)
+    if not _is_int(count) or count < 1:
+        raise ValueError(f"the bucket count must be a positive integer, got {count!r}")
+    step = max(MIN_BUCKET, -(-max_length // count))
+    step = -(-step // 8) * 8
+    return tuple(range(step, max_length, step)) + (max_length,)
+
+
+def bucket_length(length: int, buckets: tuple[int, ...]) -> int:
+    """The shortest bucket ≥ ``length`` (tokens of a batch's longest row)."""
+    for b in buckets:
+        if b >= length:
+            return b
+    raise ValueError(f"{length} tokens exceed the longest bucket {buckets[-1]}")
+
+
+def _lengths(mask: np.ndarray) -> np.ndarray:
+    """Tokens per row: the position after the last unmasked one (..., T) → (...)."""
+    mask = np.asarray(mask) > 0
+    t = mask.shape[-1]
+    return np.where(mask.any(-1), t - np.argmax(mask[..., ::-1], axis=-1), 0)
+
+
+def trim(batch: Batch, buckets: tuple[int, ...]) -> Batch:
+    """``batch`` with its token axis cut to the bucket of its longest row.
+
+    Works on stacked batches too (leading axes, e.g. (seeds, B, T)): the bucket is the longest
+    row over all of them, since vectorised seeds need one shape. Only padding is cut: the
+    positions dropped are masked in every row.
+
+    Args:
+        batch: token arrays (..., T) with T ≥ the longest row (``to_arrays``, ``batches``).
+        buckets: from ``bucket_lengths``.
+
+    Returns:
+        The same rows, token arrays (..., L) with L = ``bucket_length(longest row, buckets)``
+        (at most T: a batch is never padded further).
+    """
+    ids = np.asarray(batch.input_ids)
+    length = min(bucket_length(int(_lengths(batch.attention_mask).max(initial=0)), buckets), ids.shape[-1])
+    if length == ids.shape[-1]:
+        return batch
+    cut = lambda a: np.asarray(a)[..., :length]  # noqa: E731
+    return batch._replace(input_ids=cut(batch.input_ids), attention_mask=cut(batch.attention_mask),
+                          token_type_ids=cut(batch.token_type_ids))
+
+
+class EvalBatches(NamedTuple):
+    """A split in length order, in trimmed batches, and the way back to the split's order."""
+
+    batches: list[Batch]  # each trimmed (``trim``); rows padding the last batch have weight 0
+    order: np.ndarray  # (N,) the split's row of each real row, in batch order
+
+    def restore(self, values: np.ndarray, axis: int = 0) -> np.ndarray:
+        """Per-row values in batch order (real rows only, along ``axis``) → the split's order."""
+        out = np.empty_like(values)
+        index = [slice(None)] * values.ndim
+        index[axis] = self.order
+        out[tuple(index)] = values
+        return out
+
+
+def eval_batches(arrays: Batch, batch_size: int, buckets: tuple[int, ...]) -> EvalBatches:
+    """Evaluation batches that pad little: the rows sorted by length, each batch trimmed.
+
+    Every example appears once with weight 1 (paper: score on the full validation split); the
+    order only groups similar lengths, and ``EvalBatches.restore`` undoes it.
+
+    Args:
+        arrays: N rows from ``to_arrays``.
+        batch_size: B (larger than training's: no gradients are kept).
+        buckets: from ``bucket_lengths``.
+
+    Returns:
+        ``EvalBatches`` of ceil(N / B) batches of B rows.
+    """
+    n = _num_rows(arrays)
+    _check_batch_size(batch_size)
+    order = np.argsort(_lengths(arrays.attention_mask), kind="stable")
+    return EvalBatches([trim(b, buckets) for b in _take(arrays, order, int(batch_size), False)], order)

@@ -73,14 +73,20 @@ class HeadParam(nnx.Param):
 
 
 class Linear(nnx.Module):
-    """y = x · kernel + bias, kernel (in, out). Adapters attach as ``self.adapter``."""
+    """y = x · kernel + bias, kernel (in, out). Adapters attach as ``self.adapter``.
+
+    The kernel is N(0, init_std²) (BERT's own init; every pretrained weight is overwritten on
+    load), or ``kernel_init(key, (in, out), float32)`` when given (the new head, ``head_init``).
+    """
 
     def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs,
-                 param_type: type = nnx.Param, init_std: float = 0.02):
+                 param_type: type = nnx.Param, init_std: float = 0.02, kernel_init=None):
         self.in_features, self.out_features = in_features, out_features
         # Explicit float32 everywhere on this side: the deep-linear half of the package switches
         # JAX's x64 mode on, and BERT must not change with it.
-        self.kernel = param_type(init_std * jax.random.normal(rngs.params(), (in_features, out_features), jnp.float32))
+        shape = (in_features, out_features)
+        self.kernel = param_type(init_std * jax.random.normal(rngs.params(), shape, jnp.float32) if kernel_init is None
+                                 else kernel_init(rngs.params(), shape, jnp.float32))
         self.bias = param_type(jnp.zeros((out_features,), jnp.float32))
         self.adapter = nnx.data(None)  # a lora.FactorChain when attached (companion.adapt.adapters)
 
@@ -227,24 +233,39 @@ class BertModel(nnx.Module):
         yield "pooler.dense", self.pooler
 
 
+HEAD_SEED = 0  # the one fixed key of every new classifier head (``with_head``), whatever the run's seed
+
+
+def head_init(key: Array, shape: tuple[int, int], dtype=jnp.float32) -> Array:
+    """The new classifier's kernel (h, num_labels): Flax's default ``Dense`` init, LeCun normal
+    (a normal truncated at ±2σ, rescaled to variance 1/fan_in = 1/h, so std ≈ 1/√h); bias 0.
+
+    Replication choice (the authors' code, cjyaras/deep-lora-transformers@618c410, models.py:
+    ``FlaxAutoModelForSequenceClassification.from_pretrained`` of bert-base-cased, whose head
+    ``nn.Dense(num_labels)`` has Flax's default kernel init and is missing from the checkpoint).
+    """
+    return jax.nn.initializers.lecun_normal()(key, shape, dtype)
+
+
 class BertForSequenceClassification(nnx.Module):
     """BERT + dropout + a linear classifier on the pooled output (as Hugging Face's).
 
     ``num_labels = 1`` is regression (STS-B, MSE on logit 0, as the paper's code). The
     classifier's parameters have type ``HeadParam`` (frozen unless asked,
-    ``companion.adapt.adapters.trainable_filter``).
+    ``companion.adapt.adapters.trainable_filter``); its kernel is ``head_init`` (LeCun normal).
 
     Args:
       config: the encoder's configuration.
       num_labels: classes (1 = regression).
-      rngs: draws the encoder's weights, then the classifier's.
+      rngs: draws the encoder's weights (when it builds one), then the classifier's.
       encoder: an existing encoder to put the head on (``with_head``); None builds one.
     """
 
     def __init__(self, config: BertConfig, num_labels: int, *, rngs: nnx.Rngs, encoder: BertModel | None = None):
         self.bert = BertModel(config, rngs=rngs) if encoder is None else encoder
         self.num_labels = num_labels
-        self.classifier = Linear(config.hidden_size, num_labels, rngs=rngs, param_type=HeadParam)
+        self.classifier = Linear(config.hidden_size, num_labels, rngs=rngs, param_type=HeadParam,
+                                 kernel_init=head_init)
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *, dropout_key=None) -> Array:
         """Logits (B, num_labels)."""
@@ -381,44 +402,40 @@ def pretrained_encoder(name_or_path: str, *, online: bool | None = None,
     return model
 
 
-def _draws_of_encoder(config: BertConfig) -> int:
-    """How many ``rngs.params()`` keys ``BertModel(config, rngs=rngs)`` takes: one per Embed (3)
-    and per Linear (6 per layer, the pooler)."""
-    return 3 + 6 * config.num_hidden_layers + 1
+def with_head(encoder: BertModel, num_labels: int, head_seed: int = HEAD_SEED) -> BertForSequenceClassification:
+    """``encoder`` (shared, not copied) with a new classifier head drawn from ``head_seed``.
 
-
-def with_head(encoder: BertModel, num_labels: int, seed: int = 0) -> BertForSequenceClassification:
-    """``encoder`` (shared, not copied) with a new random classifier head drawn from ``seed``.
-
-    The head equals the one ``BertForSequenceClassification(config, num_labels,
-    rngs=nnx.Rngs(seed))`` draws after its encoder's keys, so a run's head depends on its seed
-    only and not on whether the encoder was built for it.
+    Replication choice: the head is drawn once, from one fixed key (``HEAD_SEED``), and not from
+    the run's seed, so every seed of a setting starts from the same head and the same untrained
+    score. The authors' code (cjyaras/deep-lora-transformers@618c410, finetune.py and models.py)
+    creates the pretrained model once, before its loop over seeds, and transformers' Flax
+    ``from_pretrained`` initialises the parameters missing from the checkpoint (the head) with
+    its default ``PRNGKey(0)``; the run's seed only draws the adapters, dropout and data.
 
     Args:
       encoder: a pretrained ``BertModel``.
       num_labels: classes (1 = regression).
-      seed: initialises the head (Flax-style normal, std 0.02; bias 0).
+      head_seed: the head's key, ``nnx.Rngs(head_seed)`` (kernel ``head_init``, LeCun normal with
+        std ≈ 1/√h; bias 0). Leave it at ``HEAD_SEED`` to follow the authors.
     """
-    rngs = nnx.Rngs(seed)
-    for _ in range(_draws_of_encoder(encoder.config)):
-        rngs.params()
-    return BertForSequenceClassification(encoder.config, num_labels, rngs=rngs, encoder=encoder)
+    return BertForSequenceClassification(encoder.config, num_labels, rngs=nnx.Rngs(head_seed), encoder=encoder)
 
 
-def from_pretrained(name_or_path: str, num_labels: int | None = None, *, seed: int = 0,
+def from_pretrained(name_or_path: str, num_labels: int | None = None, *, head_seed: int = HEAD_SEED,
                     online: bool | None = None, num_layers: int | None = None
                     ) -> BertModel | BertForSequenceClassification:
-    """A pretrained BERT (``num_labels=None``) or BERT with a new random classifier head.
+    """A pretrained BERT (``num_labels=None``) or BERT with a new classifier head (``with_head``).
 
     Args:
       name_or_path: local folder, "minilm" (packaged, offline), or a hub name (online).
       num_labels: classes of the head (1 = regression); None returns the bare BertModel.
-      seed: initialises the head (and nothing else: the encoder is pretrained).
+      head_seed: the head's key (and nothing else: the encoder is pretrained); default the
+        authors' fixed one.
       online: allow the hub download (default: COMPANION_ONLINE).
       num_layers: keep only the first k encoder layers (``pretrained_encoder``).
     """
     encoder = pretrained_encoder(name_or_path, online=online, num_layers=num_layers)
-    return encoder if num_labels is None else with_head(encoder, num_labels, seed)
+    return encoder if num_labels is None else with_head(encoder, num_labels, head_seed)
 
 
 def load_tokenizer(name_or_path: str, online: bool | None = None):

@@ -4,7 +4,7 @@ arXiv:2406.04112 compares vanilla LoRA, W = W̄ + W_2 W_1, with Deep LoRA, W = W
 whose factors start ε-scaled orthogonal (Section 4), and with its compressed form built from one
 gradient (Section 2). All three are one layer type here, a ``FactorChain``: for a frozen dense
 layer y = x·W̄ (kernel (in, out)) the adapted layer is y = x·(W̄ + s·F_1 F_2 ⋯ F_L). Vanilla LoRA
-is the chain of two, F_1 = W_1ᵀ (in × r) Gaussian and F_2 = W_2ᵀ (r × out) zero, with s = 1 (the
+is the chain of two, F_1 = W_1ᵀ (in × r) zero and F_2 = W_2ᵀ (r × out) Gaussian, with s = 1 (the
 paper's unscaled LoRA; PEFT's s = α/r is an option of ``adapters.AdapterConfig``).
 
 Factors are ``AdapterParam`` parameters (a Param subtype, as ``nnx.LoRAParam`` is), so an
@@ -128,13 +128,15 @@ class FactorChain(nnx.Module):
 
 
 def lora_factors(key: Array, in_features: int, out_features: int, rank: int) -> list[Array]:
-    """Vanilla LoRA at init: W_1 (r, in) ~ N(0, 1) stored as is (F_1 = W_1ᵀ), F_2 = W_2ᵀ (r, out) = 0.
+    """Vanilla LoRA at init: F_1 = W_1ᵀ (in, r) = 0, stored (r, in); F_2 = W_2ᵀ (r, out) ~ N(0, 1).
 
-    arXiv:2406.04112, Deep LoRA experiments: W = W̄ + W_2 W_1 without α/r scaling. Orientation
-    from the authors' code (cjyaras/deep-lora-transformers@618c410, models.py): the Gaussian
-    factor is the input-side one here, so ΔW = 0 at init and only the zero factor gets a
-    gradient at step 0; for an embedding table the token-indexed factor is W_1, whose rows of
-    unseen tokens never move.
+    arXiv:2406.04112, Deep LoRA experiments: W = W̄ + W_2 W_1 without α/r scaling, ΔW = 0 at init.
+    Replication choice, the orientation of the authors' code (cjyaras/deep-lora-transformers@618c410,
+    models.py, ``MatrixFactorization`` with depth 2): on a Flax kernel K (in, out) the update is
+    ΔK = w1·w0 with w1 (in, r) zeros and w0 (r, out) standard normal, so the zero factor is the
+    input side and the Gaussian one the output side. At step 0 only the input-side factor gets a
+    gradient; for an embedding table (K = (vocab, hidden)) that zero factor is the token-indexed
+    one, so the rows of ΔW of tokens never seen in training stay exactly 0.
 
     Args:
       key: PRNG key of the Gaussian factor.
@@ -142,10 +144,10 @@ def lora_factors(key: Array, in_features: int, out_features: int, rank: int) -> 
       rank: r.
 
     Returns:
-      [W_1 (r, n), W_2ᵀ (r, m)], the chain layout of ``FactorChain``.
+      [W_1 (r, n) = 0, W_2ᵀ (r, m) ~ N(0, 1)], the chain layout of ``FactorChain``.
     """
-    return [jax.random.normal(key, (rank, in_features), dtype=jnp.float32),
-            jnp.zeros((rank, out_features), dtype=jnp.float32)]
+    return [jnp.zeros((rank, in_features), dtype=jnp.float32),
+            jax.random.normal(key, (rank, out_features), dtype=jnp.float32)]
 
 
 def _scaled_orthogonal(key: Array, rows: int, cols: int, eps: float) -> Array:

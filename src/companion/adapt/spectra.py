@@ -24,6 +24,19 @@ def principal_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(np.linalg.svd(a.T @ b, compute_uv=False), 0.0, 1.0)
 
 
+def largest_principal_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """‖aᵀb‖₂, the cosine of the smallest principal angle between span(a) and span(b): the
+    authors' "cosine angle" of Figure 1 (deep-lora-transformers@618c410, utils.cosine_angle).
+
+    Args:
+      a, b: (n, k) orthonormal bases.
+
+    Returns:
+      max_i cos θ_i ∈ [0, 1]: 1 as soon as the subspaces share one direction.
+    """
+    return float(principal_cosines(a, b)[0])
+
+
 def subspace_cosine(a: np.ndarray, b: np.ndarray) -> float:
     """Mean cosine of the principal angles between span(a) and span(b), in [0, 1].
 

@@ -5,17 +5,20 @@ the authors' code cjyaras/deep-lora-transformers@618c410, train.py): AdamW (b1 0
 eps 1e-6, no weight decay), learning rate 1e-4 held constant (their decay_ratio 1; a linear
 decay to ``lr_end`` is an option), batch 16, sequences of at most 128 tokens (longer train and
 validation examples dropped), dropout on in training, the new classifier head frozen at its
-random init. STS-B is regression (MSE on logit 0), the others cross-entropy. One seed fixes the
-few-shot subset, the head and adapter initialisation, dropout and the order of batches, so runs
-of two methods with the same seed are paired. The score is the last evaluation on the
+random init (one fixed head for every seed, ``bert.with_head``). STS-B is regression (MSE on
+logit 0), the others cross-entropy. One seed fixes the few-shot subset, the adapter
+initialisation, dropout and the order of batches, so runs of two methods with the same seed are
+paired. The score is the last evaluation on the
 validation split (MNLI: matched).
 
 ``fit(config, seeds)`` is the only loop. It reads the data, tokenises it and loads the
 checkpoint once, then trains the seeds as one program per ``parallel`` of them: the model is
 split into (trainable state, head, frozen encoder), the first two are stacked over seeds and the
 encoder is shared, and the pure train step (``step_functions``) is ``jax.vmap``-ed over seeds and
-``jax.jit``-compiled for the fixed batch shape. ``finetune`` is ``fit`` for one seed plus a run
-directory (config.json, results.json, the adapter).
+``jax.jit``-compiled. Evaluation batches are padded to the bucket of their longest row
+(``batching.trim``), not to max_seq_length; training batches keep max_seq_length for now (see
+``TRAIN_BUCKETS``). ``finetune`` is ``fit`` for one seed plus a run directory (config.json,
+results.json, the adapter).
 """
 
 from __future__ import annotations
@@ -60,8 +63,8 @@ class FinetuneConfig:
     adapter: AdapterConfig | None = AdapterConfig()  # method, rank, targets, … (None: full fine-tuning)
     samples: int | None = None  # few-shot size, drawn with replacement with the seed (None: full train split)
     steps: int = 500  # optimizer steps (paper: 500 few-shot STS-B, 1000 limited-data GLUE)
-    seed: int = 0  # fixes subset, head and adapter init, dropout, batch order (fit's default seed)
-    model: str = "minilm"  # checkpoint: local folder, "minilm" (packaged, offline), hub name (online), "auto"
+    seed: int = 0  # fixes subset, adapter init, dropout, batch order (fit's default seed); the head is fixed
+    model: str = "minilm"  # backbone, always explicit: local folder, "minilm" (packaged, offline), hub name (online)
     num_layers: int | None = None  # keep the first k encoder layers (smoke-profile toy size); None: all
     lr: float = 1e-4  # AdamW learning rate (paper: 1e-4)
     lr_end: float | None = None  # None: constant (paper); else linear decay to this value over the steps
@@ -254,6 +257,15 @@ def _compiled(graphdef, task: glue.GlueTask, tx: optax.GradientTransformation):
             jax.jit(jax.vmap(predict, in_axes=(0, (0, None), None))))
 
 
+EVAL_BATCH_SIZE = 128  # evaluation rows per batch (no gradients are kept, so larger than training's)
+# Padded lengths of training batches; None: max_seq_length only. Bucketing the training steps
+# too (``batching.bucket_lengths``) makes a step cost what its tokens cost (measured: 0.42× the
+# 128-token step on few-shot STS-B), but dropout masks are drawn for the padded shape, so a
+# seed's draws would then depend on the other seeds in its program (the bucket is the longest
+# row among them) and on the bucket edges. Off until dropout is independent of padding.
+TRAIN_BUCKETS: tuple[int, ...] | None = None
+
+
 def _device(batch: Batch) -> Batch:
     return Batch(*(jnp.asarray(x) for x in batch))
 
@@ -301,20 +313,43 @@ def _train_rows(config: FinetuneConfig, data: _Data, seed: int) -> Batch:
     return batching.take(data.train, batching.few_shot_indices(len(data.train.labels), config.samples, seed))
 
 
-def build_model(config: FinetuneConfig, encoder: bert.BertModel, seed: int, first_batch: Batch | None = None):
-    """The model of one seed: ``encoder`` (shared) + a new head and adapters drawn from ``seed``.
+COMPRESSION_DROPOUT_TAG = 1_000_003  # compression_dropout_key folds this into key(seed); no layer index reaches it
+
+
+def compression_dropout_key(seed: int) -> jax.Array:
+    """The dropout key of compressed Deep LoRA's first gradient: ``fold_in(key(seed), 1_000_003)``.
+
+    Derived from the run's seed only, and apart from the keys the seed's other draws use (layer i's
+    adapter factors take ``fold_in(key(seed), i)``, training dropout ``fold_in(key(seed), 7)``
+    then the step). The authors (618c410, finetune.py) split theirs from ``PRNGKey(seed)`` the
+    same way, as the key that then starts the training dropout stream.
+    """
+    return jax.random.fold_in(jax.random.key(seed), COMPRESSION_DROPOUT_TAG)
+
+
+def build_model(config: FinetuneConfig, encoder: bert.BertModel, seed: int, first_batch: Batch | None = None,
+                dropout_key: jax.Array | None = None):
+    """The model of one seed: ``encoder`` (shared) + the fixed new head + adapters drawn from ``seed``.
+
+    The head is ``bert.with_head``'s, drawn from its one fixed key and not from ``seed``: every
+    seed starts from the same head (the authors' code, cjyaras/deep-lora-transformers@618c410,
+    finetune.py: the pretrained model and its new head are made once, before the loop over seeds).
 
     Compressed Deep LoRA takes its outer factors from one gradient on ``first_batch`` (the run's
     first training batch; arXiv:2406.04112, compression from the first gradient), computed at the
-    pretrained weights without dropout: the wide adapter adds only O(ε^L) there, and one dropout
-    draw should not pick the directions. The adapters are attached to a clone of the encoder's
-    graph (its weights are shared, not copied), so ``encoder`` itself stays bare.
+    pretrained weights with dropout ON, drawn from ``dropout_key`` (default
+    ``compression_dropout_key(seed)``). Replication choice: at 618c410 (train.py,
+    ``create_compressed_lora_train_state`` calls the training loss with ``train=True`` and the
+    run's dropout key) the compression gradient has dropout on; the repository's later HEAD
+    (dlt/train.py) takes it with dropout off — we follow the paper-time commit. The adapters are
+    attached to a clone of the encoder's graph (its weights are shared, not copied), so
+    ``encoder`` itself stays bare.
 
     Returns:
       (model, the NNX filter of what trains, the adapted layer names or None for full fine-tuning).
     """
     task = glue.TASKS[config.task]
-    model = bert.with_head(nnx.clone(encoder), task.num_labels, seed)
+    model = bert.with_head(nnx.clone(encoder), task.num_labels)
     if config.adapter is None:
         return model, nnx.Param, None
     a = config.adapter
@@ -325,26 +360,40 @@ def build_model(config: FinetuneConfig, encoder: bert.BertModel, seed: int, firs
         names = adapters.select_targets(model, a.targets, a.min_side)
         loss = loss_function(task)
         b = _device(first_batch)
+        key = compression_dropout_key(seed) if dropout_key is None else dropout_key
         gradients = adapters.first_gradients(
             model, names,
-            lambda m: loss(m(b.input_ids, b.attention_mask, b.token_type_ids), b.labels, b.weight))
+            lambda m: loss(m(b.input_ids, b.attention_mask, b.token_type_ids, dropout_key=key), b.labels, b.weight))
     names = adapters.apply_adapters(model, a, jax.random.key(seed), gradients)
     return model, adapters.trainable_filter(a.train_head), names
 
 
 def choose_backbone(model: str, online: bool = False) -> str:
-    """The backbone of a chapter's runs: ``model`` itself, or for "auto" the paper's
-    bert-base-cased when it can be loaded (a local folder named so, or the hub when online) and
-    the packaged MiniLM otherwise. Every output names the choice (``backbone_note``)."""
-    if model != "auto":
-        return model
+    """The backbone of a chapter's runs: ``model`` itself, checked to be loadable now.
+
+    There is no automatic choice: the backbone is always named by the caller (and by every
+    output, ``backbone_note``), never swapped silently.
+
+    Raises:
+      ValueError: an empty name, or "auto" (no longer accepted).
+      FileNotFoundError: the checkpoint cannot be loaded (offline without a local copy); the
+        message says how to get it or which packaged backbone to name instead.
+    """
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError(f"name a backbone (e.g. model='bert-base-cased' or model='minilm'), got {model!r}")
+    if model == "auto":
+        raise ValueError("model='auto' is no longer accepted: name the backbone, e.g. model='bert-base-cased' "
+                         "(the paper's; online or a local copy) or model='minilm' (the packaged all-MiniLM-L6-v2)")
     try:
-        bert.resolve("bert-base-cased", online)
-        return "bert-base-cased"
-    except Exception as e:  # offline, or the hub unreachable: say so, then use the packaged model
-        print(f"bert-base-cased cannot be loaded ({type(e).__name__}: {str(e)[:120]}); "
-              "using the packaged all-MiniLM-L6-v2 instead")
-        return "minilm"
+        bert.resolve(model, online)
+    except FileNotFoundError as e:
+        if model.lower() in bert.PACKAGED_MINILM:
+            raise
+        raise FileNotFoundError(
+            f"{model} is not available {'online' if online else 'offline'} ({e}); go online (online=True or "
+            "COMPANION_ONLINE=1) or pass a local checkpoint folder, or pass model='minilm' to use the packaged "
+            "all-MiniLM-L6-v2 (a sentence-embedding model, not the paper's bert-base-cased backbone)") from None
+    return model
 
 
 def backbone_note(model_name: str, num_layers: int | None = None) -> str:
@@ -379,14 +428,21 @@ def _check_steps(name: str, steps: Sequence[int], low: int, high: int) -> None:
 def fit(config: FinetuneConfig, seeds: Sequence[int] | None = None, *, log_every: int = 10,
         eval_at: Sequence[int] = (), observe_at: Sequence[int] = (),
         observe: Callable[[int, int, Any], None] | None = None, numerical_ranks: bool = False,
-        parallel: int | None = None, progress: bool = False) -> list[RunResult]:
+        parallel: int | None = None, progress: bool = False,
+        eval_batch_size: int = EVAL_BATCH_SIZE) -> list[RunResult]:
     """Fine-tune one setting for several seeds, vectorised over seeds (``jax.vmap``).
 
-    Each seed keeps everything a run of its own would draw from it — its few-shot subset, head,
-    adapters, dropout keys and batch order — while data, tokenisation and the pretrained encoder
-    are prepared once and the frozen encoder is shared by the seeds, not copied. At most
-    ``parallel`` seeds run in one program; a seed's numbers do not depend on which others share
-    its program (up to float rounding of the vectorised kernels).
+    Each seed keeps everything a run of its own would draw from it — its few-shot subset,
+    adapters, dropout keys and batch order; the head is the authors' one, shared by every seed —
+    while data, tokenisation and the pretrained encoder are prepared once and the frozen encoder
+    is shared by the seeds, not copied. At most ``parallel`` seeds run in one program; a seed's
+    numbers do not depend on which others share its program (up to float rounding of the
+    vectorised kernels).
+
+    Evaluation visits the validation examples sorted by length in batches of
+    ``eval_batch_size``, each padded to the bucket of its longest row (``batching.eval_batches``;
+    no dropout, so the scores equal fixed-length ones up to rounding). Training batches are
+    padded to ``TRAIN_BUCKETS``.
 
     Args:
       config: the setting (its ``seed`` is the default of ``seeds``).
@@ -401,6 +457,8 @@ def fit(config: FinetuneConfig, seeds: Sequence[int] | None = None, *, log_every
       numerical_ranks: report each seed's numerical rank per adapted layer at the end.
       parallel: most seeds per vectorised program (None: all at once); bounds device memory.
       progress: show a tqdm bar per program.
+      eval_batch_size: validation rows per forward pass (predictions do not depend on it beyond
+        float rounding).
 
     Returns:
       One ``RunResult`` per seed, in the order of ``seeds``.
@@ -418,6 +476,8 @@ def fit(config: FinetuneConfig, seeds: Sequence[int] | None = None, *, log_every
         raise ValueError(f"log_every must be a positive integer, got {log_every!r}")
     if parallel is not None and not _positive_int(parallel):
         raise ValueError(f"parallel must be a positive integer or None, got {parallel!r}")
+    if not _positive_int(eval_batch_size):
+        raise ValueError(f"eval_batch_size must be a positive integer, got {eval_batch_size!r}")
     _check_steps("eval_at", eval_at, 1, config.steps)
     _check_steps("observe_at", observe_at, 0, config.steps)
     if observe_at and observe is None:
@@ -425,6 +485,12 @@ def fit(config: FinetuneConfig, seeds: Sequence[int] | None = None, *, log_every
     start = time.perf_counter()
     data = _prepare(config)
     encoder = bert.pretrained_encoder(config.model, online=config.online, num_layers=config.num_layers)
+    buckets = batching.bucket_lengths(config.max_seq_length)
+    train_buckets = TRAIN_BUCKETS or (config.max_seq_length,)
+    # Sorted by length, trimmed and on the device once, for every evaluation of every chunk.
+    validation = batching.eval_batches(data.validation, min(int(eval_batch_size), len(data.validation.labels)),
+                                       buckets)
+    validation = validation._replace(batches=[_device(b) for b in validation.batches])
     prepare_time = time.perf_counter() - start
     chunk = len(seeds) if parallel is None else int(parallel)
     results: list[RunResult] = []
@@ -432,13 +498,13 @@ def fit(config: FinetuneConfig, seeds: Sequence[int] | None = None, *, log_every
         results += _fit_chunk(config, data, encoder, [int(s) for s in seeds[i:i + chunk]], log_every=log_every,
                               eval_at=set(int(t) for t in eval_at), observe_at=set(int(t) for t in observe_at),
                               observe=observe, numerical_ranks=numerical_ranks, progress=progress,
-                              prepare_time=prepare_time)
+                              prepare_time=prepare_time, buckets=train_buckets, validation=validation)
     return results
 
 
 def _fit_chunk(config: FinetuneConfig, data: _Data, encoder, seeds: list[int], *, log_every: int,
                eval_at: set[int], observe_at: set[int], observe, numerical_ranks: bool, progress: bool,
-               prepare_time: float) -> list[RunResult]:
+               prepare_time: float, buckets: tuple[int, ...], validation: batching.EvalBatches) -> list[RunResult]:
     """One vectorised program: the seeds of ``seeds`` trained side by side."""
     start = time.perf_counter()
     task = data.task
@@ -448,7 +514,7 @@ def _fit_chunk(config: FinetuneConfig, data: _Data, encoder, seeds: list[int], *
         rows = _train_rows(config, data, seed)
         stream = batching.train_stream(rows, config.batch_size, seed)
         first = next(stream)
-        model, trainable, names = build_model(config, encoder, seed, first)
+        model, trainable, names = build_model(config, encoder, seed, batching.trim(first, buckets))
         graphdef, p, h, rest = nnx.split(model, trainable, bert.HeadParam, ...)
         shared = rest if shared is None else shared  # the frozen encoder is the same for every seed
         params.append(p)
@@ -466,11 +532,10 @@ def _fit_chunk(config: FinetuneConfig, data: _Data, encoder, seeds: list[int], *
 
     def evaluate(p) -> list[dict[str, float]]:
         outs = []
-        for batch in batching.batches(data.validation, config.batch_size, shuffle=False, seed=None,
-                                      drop_remainder=False):
-            logits = np.asarray(vpredict(p, (heads, shared), _device(batch)))  # (seeds, B, labels)
+        for batch in validation.batches:
+            logits = np.asarray(vpredict(p, (heads, shared), batch))  # (seeds, B, labels)
             outs.append(np.stack([_to_predictions(x, batch.weight, task) for x in logits]))
-        preds = np.concatenate(outs, axis=1)
+        preds = validation.restore(np.concatenate(outs, axis=1), axis=1)  # back to the split's order
         return [metrics.compute(task.metrics, pr, labels) for pr in preds]
 
     def model_of(p, i):
@@ -490,7 +555,8 @@ def _fit_chunk(config: FinetuneConfig, data: _Data, encoder, seeds: list[int], *
     evals = eval_at - {config.steps}
     bar = _progress(config.steps, progress, len(seeds))
     for t in range(config.steps):
-        batch = Batch(*(jnp.asarray(np.stack(x)) for x in zip(*(next(s) for s in streams))))
+        # One padded length for all seeds of the step (with buckets: the longest row among them).
+        batch = _device(batching.trim(Batch(*(np.stack(x) for x in zip(*(next(s) for s in streams)))), buckets))
         t0 = time.perf_counter()
         params, opt_state, values = vstep(params, opt_state, (heads, shared), batch,
                                           jax.vmap(lambda k: jax.random.fold_in(k, t))(keys))

@@ -12,6 +12,11 @@ same targets, ours only. Model: the packaged all-MiniLM-L6-v2 with a new
 1-output head (STS-B-like regression), batch 16, sequence 128, AdamW, dropout on. Inputs are
 random token ids (step time does not depend on the text). The PEFT LoRA uses lora_alpha = r
 (scale 1, the paper's unscaled LoRA) and no LoRA dropout.
+
+``run_padding()`` (``companion bench padding``) uses real few-shot STS-B data instead: (a) one
+train step with the batch padded to its bucket (``batching.trim``) against the same batch at 128
+tokens, and (b) a whole few-shot run (``training.fit``) against the same run in PyTorch + PEFT
+with transformers' dynamic padding (``DataCollatorWithPadding``), wall time end to end.
 """
 
 from __future__ import annotations
@@ -189,9 +194,167 @@ def run_deep(repeats: int = 10) -> dict:
             "step_time_compressed_over_lora": ratios, "target": 1.10}
 
 
+# ---------------------------------------------------------------------------------------------
+# Bucketed padding (``companion bench padding``): real few-shot STS-B data, all-dense LoRA r = 8.
+
+RUN_STEPS = 500  # paper: 500 steps of few-shot STS-B
+
+
+def _stsb_config(steps: int = RUN_STEPS):
+    from companion.adapt.adapters import AdapterConfig
+    from companion.adapt.training import FinetuneConfig
+
+    return FinetuneConfig(task="stsb", adapter=AdapterConfig(method="lora", rank=RANK, targets="all-dense"),
+                          samples=16, steps=steps, model="minilm", lr=1e-4, batch_size=BATCH, max_seq_length=SEQ)
+
+
+def padding_step(repeats: int = 10, warmup: int = 2) -> dict:
+    """One few-shot STS-B train step (n = 16, seed 0, batch 16, all-dense LoRA r = 8, MiniLM 6 layers)
+    with the batch padded to its bucket (``batching.trim``) against the same batch at 128 tokens."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from companion.adapt import batching, bert, glue, training
+
+    cfg = _stsb_config()
+    tokenizer = bert.load_tokenizer("minilm")
+    train, _ = batching.tokenize(glue.load_split("stsb", "train"), tokenizer, SEQ)
+    rows = batching.take(train, batching.few_shot_indices(len(train.labels), cfg.samples, cfg.seed))
+    full = next(batching.train_stream(rows, BATCH, cfg.seed))
+    bucketed = batching.trim(full, batching.bucket_lengths(SEQ))
+    encoder = bert.pretrained_encoder("minilm")
+    model, trainable, _ = training.build_model(cfg, encoder, 0, full)
+    tx = training.optimizer(cfg)
+    graphdef, params, frozen = nnx.split(model, trainable, ...)
+    train_step, _ = training.step_functions(graphdef, glue.TASKS["stsb"], tx)
+    step_fn = jax.jit(train_step, donate_argnums=(0, 1))
+    state = {"params": params, "opt": tx.init(params), "t": 0}
+    key = jax.random.key(0)
+    out = {"setting": "few-shot STS-B n=16 seed 0, batch 16, all-dense LoRA r=8, MiniLM 6 layers, AdamW, dropout on",
+           "longest_row": int(np.asarray(full.attention_mask).sum(1).max()),
+           "bucket": int(bucketed.input_ids.shape[1])}
+    for name, batch in (("fixed_128", full), ("bucketed", bucketed)):
+        device_batch = training._device(batch)
+
+        def step():
+            state["params"], state["opt"], loss = step_fn(state["params"], state["opt"], (frozen,), device_batch,
+                                                          jax.random.fold_in(key, state["t"]))
+            state["t"] += 1
+            jax.block_until_ready(loss)
+
+        out[f"step_time_{name}_s"] = statistics.median(_time_steps(step, warmup, repeats))
+    out["step_time_bucketed_over_fixed"] = out["step_time_bucketed_s"] / out["step_time_fixed_128_s"]
+    out["target"] = 0.4
+    return out
+
+
+def jax_run(steps: int = RUN_STEPS) -> dict:
+    """A whole few-shot STS-B run in ours (``training.fit``, one seed): data, checkpoint, compilation,
+    the evaluations before and after training on the 1500 validation pairs included."""
+    from companion.adapt.training import fit
+
+    t0 = time.perf_counter()
+    (r,) = fit(_stsb_config(steps))
+    return {"framework": "jax", "steps": steps, "wall_time_s": time.perf_counter() - t0,
+            "step_time_s": r.step_time_s, "compile_time_s": r.compile_time_s, "pearson": r.value,
+            "initial_pearson": r.initial_value, "peak_rss_mb": _peak_rss_mb()}
+
+
+def peft_run(steps: int = RUN_STEPS) -> dict:
+    """The same run in PyTorch + PEFT with transformers' dynamic padding (``DataCollatorWithPadding``):
+    the same kept examples, few-shot rows and epoch orders (seed 0), LoRA r = 8 on the same 39 layers
+    (lora_alpha = r, no LoRA dropout), AdamW (0.9, 0.999, 1e-6, no decay), lr 1e-4, MSE on logit 0,
+    evaluation before and after training in batches of 128."""
+    import numpy as np
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoTokenizer, BertForSequenceClassification, DataCollatorWithPadding
+
+    from companion.adapt import batching, bert, glue, metrics
+
+    t0 = time.perf_counter()
+    torch.manual_seed(0)
+    folder = str(bert.resolve("minilm"))
+    tok = AutoTokenizer.from_pretrained(folder)
+    collate = DataCollatorWithPadding(tok)
+
+    def encode(split):
+        ex = glue.load_split("stsb", split)
+        enc = tok(list(ex.text_a), list(ex.text_b), truncation=False)
+        rows = [{k: enc[k][i] for k in ("input_ids", "token_type_ids", "attention_mask")} for i in range(len(ex))]
+        keep = [i for i, r in enumerate(rows) if len(r["input_ids"]) <= SEQ]  # paper: longer ones dropped
+        return [rows[i] for i in keep], np.asarray(ex.labels, np.float32)[keep]
+
+    train, train_labels = encode("train")
+    val, val_labels = encode("validation")
+    draw = batching.few_shot_indices(len(train), 16, 0)
+    model = BertForSequenceClassification.from_pretrained(folder, num_labels=1)
+    model = get_peft_model(model, LoraConfig(r=RANK, lora_alpha=RANK, lora_dropout=0.0,
+                                             target_modules=PEFT_TARGETS["lora-all-dense"]))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0)
+
+    def evaluate():
+        model.eval()
+        preds = []
+        with torch.no_grad():
+            for i in range(0, len(val), 128):
+                preds.append(model(**collate(val[i:i + 128])).logits[:, 0].numpy())
+        model.train()
+        return metrics.compute(["pearson"], np.concatenate(preds), val_labels)["pearson"]
+
+    initial = evaluate()
+    rng, order, times = np.random.default_rng(0), [], []
+    for _ in range(steps):
+        if len(order) == 0:
+            order = list(rng.permutation(len(draw)))
+        idx, order = [int(draw[j]) for j in order[:BATCH]], order[BATCH:]
+        s0 = time.perf_counter()
+        batch = collate([train[i] for i in idx])
+        opt.zero_grad(set_to_none=True)
+        loss = torch.mean((model(**batch).logits[:, 0] - torch.from_numpy(train_labels[idx])) ** 2)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - s0)
+    final = evaluate()
+    return {"framework": "pytorch+peft", "steps": steps, "wall_time_s": time.perf_counter() - t0,
+            "step_time_s": statistics.median(times[1:] or times), "pearson": final, "initial_pearson": initial,
+            "peak_rss_mb": _peak_rss_mb(), "torch_threads": torch.get_num_threads()}
+
+
+def _subprocess(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "companion.bench.lora", *args], capture_output=True, text=True)
+    if proc.returncode:
+        return {"args": list(args), "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_padding(steps: int = RUN_STEPS, repeats: int = 10) -> dict:
+    """Bucketed padding, each part in its own process: (a) one few-shot STS-B step bucketed against
+    fixed 128 tokens (target ≤ 0.4); (b) a whole ``steps``-step run in ours against PyTorch + PEFT
+    with dynamic padding (wall time, all included)."""
+    import os
+
+    step = _subprocess("padding-step", str(repeats))
+    mine, theirs = _subprocess("run", "jax", str(steps)), _subprocess("run", "pytorch+peft", str(steps))
+    ratio = (mine["wall_time_s"] / theirs["wall_time_s"]) if "error" not in mine and "error" not in theirs else None
+    return {"cpu_cores": os.cpu_count(), "step": step, "runs": [mine, theirs],
+            "run_wall_time_jax_over_peft": ratio,
+            "run_setting": f"few-shot STS-B n=16 seed 0, {steps} steps, batch 16, all-dense LoRA r=8, lr 1e-4, "
+                           "max 128 tokens, MiniLM 6 layers, evaluation on the 1500 validation pairs before and after"}
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "deep":
         print(json.dumps(run_deep(), indent=2))
+    elif len(sys.argv) >= 2 and sys.argv[1] == "padding-step":
+        print(json.dumps(padding_step(repeats=int(sys.argv[2]) if len(sys.argv) > 2 else 10)))
+    elif len(sys.argv) >= 3 and sys.argv[1] == "run":
+        steps = int(sys.argv[3]) if len(sys.argv) > 3 else RUN_STEPS
+        print(json.dumps((jax_run if sys.argv[2] == "jax" else peft_run)(steps)))
+    elif len(sys.argv) >= 2 and sys.argv[1] == "padding":
+        print(json.dumps(run_padding(), indent=2))
     elif len(sys.argv) >= 4 and sys.argv[1] == "one":
         fw, setup = sys.argv[2], sys.argv[3]
         repeats = int(sys.argv[4]) if len(sys.argv) > 4 else 10

@@ -24,11 +24,16 @@ from companion.book.profiles import check_profile_name
 PARALLEL = {"smoke": None, "full": 5}
 
 
-def base(profile: str, **changes: Any) -> FinetuneConfig:
+def base(profile: str, *, model: str | None = None, **changes: Any) -> FinetuneConfig:
     """The shared fine-tuning settings of a profile, with ``changes`` applied (``vary``).
+
+    The backbone is always named: full "bert-base-cased" (the paper's; online or a local copy),
+    smoke "minilm" (the packaged all-MiniLM-L6-v2). A backbone that cannot be loaded fails the
+    run with a message (``training.choose_backbone``); it is never swapped silently.
 
     Args:
       profile: "smoke" or "full".
+      model: the backbone instead of the profile's (a local folder, "minilm", a hub name).
       changes: fields of FinetuneConfig or of its AdapterConfig (e.g. targets, online).
 
     Returns:
@@ -41,9 +46,11 @@ def base(profile: str, **changes: Any) -> FinetuneConfig:
         config = FinetuneConfig(task="stsb", adapter=adapter, model="minilm", num_layers=2, max_seq_length=32,
                                 batch_size=8, lr=1e-3, eval_examples=96)
     else:
-        # "auto": bert-base-cased when it can be loaded, else the packaged MiniLM (named in every output).
-        config = FinetuneConfig(task="stsb", adapter=adapter, model="auto", num_layers=None, max_seq_length=128,
-                                batch_size=16, lr=1e-4, eval_examples=None)
+        # The paper's backbone (arXiv:2406.04112; the authors' configs.py at 618c410: bert-base-cased).
+        config = FinetuneConfig(task="stsb", adapter=adapter, model="bert-base-cased", num_layers=None,
+                                max_seq_length=128, batch_size=16, lr=1e-4, eval_examples=None)
+    if model is not None:
+        changes["model"] = model
     return vary(config, **changes)
 
 

@@ -46,16 +46,17 @@ class Config:
     parallel: int | None = None  # most seeds per vectorised program (memory); None: all
 
 
-def config(profile: str, *, seeds: int | None = None, online: bool = False) -> Config:
-    """The chapter's settings for a profile; ``seeds`` overrides the curve's seed count."""
+def config(profile: str, *, seeds: int | None = None, online: bool = False, model: str | None = None) -> Config:
+    """The chapter's settings for a profile; ``seeds`` overrides the curve's seed count, ``model``
+    the profile's backbone."""
     check_profile_name(profile)
     parallel = adaptation.PARALLEL[profile]
     if profile == "smoke":
-        cfg = Config(base=adaptation.base(profile, online=online, steps=30), samples=(16, 64), seeds=2,
+        cfg = Config(base=adaptation.base(profile, online=online, model=model, steps=30), samples=(16, 64), seeds=2,
                      ranks=(8, 32), rank_seeds=2, rank_samples=16, rank_steps=30, compare_samples=16,
                      compare_steps=30, compare_eval_every=5, parallel=parallel)
     else:
-        cfg = Config(base=adaptation.base(profile, online=online, steps=500), samples=(16, 64, 256), seeds=20,
+        cfg = Config(base=adaptation.base(profile, online=online, model=model, steps=500), samples=(16, 64, 256), seeds=20,
                      ranks=(8, 16, 32, 64), rank_seeds=5, rank_samples=16, rank_steps=200, compare_samples=16,
                      compare_steps=200, compare_eval_every=10, parallel=parallel)
     return with_overrides(cfg, seeds=seeds)

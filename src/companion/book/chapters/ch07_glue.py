@@ -40,14 +40,16 @@ class Config:
         return dict(self.steps_by_task).get(task, self.base.steps)
 
 
-def config(profile: str, *, seeds: int | None = None, tasks: str | None = None, online: bool = False) -> Config:
-    """The chapter's settings; ``tasks`` is a comma-separated list such as "rte,mrpc"."""
+def config(profile: str, *, seeds: int | None = None, tasks: str | None = None, online: bool = False,
+           model: str | None = None) -> Config:
+    """The chapter's settings; ``tasks`` is a comma-separated list such as "rte,mrpc"; ``model``
+    overrides the profile's backbone."""
     check_profile_name(profile)
     chosen = tuple(t.strip().lower() for t in tasks.split(",") if t.strip()) if tasks else None
     if profile == "smoke":
-        cfg = Config(base=adaptation.base(profile, online=online, steps=25), samples=64, seeds=2)
+        cfg = Config(base=adaptation.base(profile, online=online, model=model, steps=25), samples=64, seeds=2)
     else:
-        cfg = Config(base=adaptation.base(profile, online=online, steps=1000), samples=1024, seeds=10,
+        cfg = Config(base=adaptation.base(profile, online=online, model=model, steps=1000), samples=1024, seeds=10,
                      steps_by_task=(("sst2", 600),), parallel=adaptation.PARALLEL[profile])
     return with_overrides(cfg, seeds=seeds, tasks=chosen)
 

@@ -29,38 +29,43 @@ def _short(name: str) -> str:
     return name
 
 
-def subspace_figure(steps, layers: Sequence[str], top_values, cos_left, cos_right, loss_steps, loss,
-                    stamp: str):
-    """The paper's Figure 1: top singular values of every ΔW at the end; the cosine of the
-    top-r singular subspaces (left and right) at step t against the final ones; training loss.
+def subspace_figure(steps, layers: Sequence[str], top_values, cosine, drawn, loss_steps, loss, stamp: str):
+    """The paper's Figure 1 (arXiv:2406.04112 (v3), Fig. 1): the top singular values of every
+    drawn ΔW at the end; the cosine of its top-r output-side singular subspace at step t with
+    the final one; the training loss. As the authors do, only the layers whose cosine has passed
+    the filter (``drawn``) are drawn.
 
     Args:
-      steps: (R,); layers: A names; top_values: (A, k); cos_left, cos_right: (R, A);
-      loss_steps, loss: (T,).
+      steps: (R,) snapshot steps; layers: A names; top_values: (A, k); cosine: (R, A);
+      drawn: (A,) bool; loss_steps, loss: (T,).
     """
+    drawn = np.asarray(drawn, dtype=bool)
+    keep = np.flatnonzero(drawn)
     A, k = top_values.shape
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-    cmap = plt.get_cmap("viridis")
-    for a in range(A):
-        c = cmap(a / max(A - 1, 1))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    cmap = plt.get_cmap("plasma")
+    for j, a in enumerate(keep):
+        c = cmap(0.8 * j / max(len(keep) - 1, 1))
         axes[0].plot(np.arange(1, k + 1), np.maximum(top_values[a], 1e-30), color=c, lw=1, marker=".", ms=3)
-        axes[1].plot(steps, cos_left[:, a], color=c, lw=0.8, alpha=0.8)
-        axes[2].plot(steps, cos_right[:, a], color=c, lw=0.8, alpha=0.8)
-    for ax, cos, side in ((axes[1], cos_left, "left (output side)"), (axes[2], cos_right, "right (input side)")):
-        ax.plot(steps, np.median(cos, axis=1), color="k", lw=2, label="median over layers")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("step t")
-        ax.set_title(f"top singular subspace, {side}", fontsize=9)
-        ax.legend(fontsize=7, loc="lower right")
+        axes[1].plot(steps, cosine[:, a], color=c, lw=0.9, marker=".", ms=3, alpha=0.85)
+    if len(keep):
+        axes[1].plot(steps, np.median(cosine[:, keep], axis=1), color="k", lw=2, label="median over drawn layers")
+        axes[1].legend(fontsize=7, loc="lower right")
+    else:
+        axes[1].text(0.5, 0.5, "no layer passed the filter", ha="center", transform=axes[1].transAxes)
+    axes[1].set_xscale("symlog", linthresh=max(1, int(steps[1]) if len(steps) > 1 else 1))
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[1].set_xlabel("step t")
     axes[1].set_ylabel("cosine with the final subspace")
+    axes[1].set_title("top singular subspace (output side), largest principal cosine", fontsize=9)
     axes[0].set_yscale("log")
     axes[0].set_xlabel("index i")
     axes[0].set_ylabel("σ_i(ΔW) at the end")
-    axes[0].set_title(f"{A} adapted layers (colour = layer order)", fontsize=9)
-    axes[3].plot(loss_steps, loss, color=DEEP, lw=1)
-    axes[3].set_xlabel("step")
-    axes[3].set_ylabel("training loss (batch)")
-    axes[3].set_yscale("log")
+    axes[0].set_title(f"{len(keep)} of {A} adapted layers drawn (colour = layer order)", fontsize=9)
+    axes[2].plot(loss_steps, loss, color=DEEP, lw=1)
+    axes[2].set_xlabel("step")
+    axes[2].set_ylabel("training loss (batch)")
+    axes[2].set_yscale("log")
     _stamp(fig, stamp)
     fig.tight_layout()
     cols: dict[str, list] = {"kind": [], "layer": [], "x": [], "y": []}
@@ -71,10 +76,9 @@ def subspace_figure(steps, layers: Sequence[str], top_values, cos_left, cos_righ
         cols["x"] += list(map(float, xs))
         cols["y"] += list(map(float, ys))
 
-    for a, name in enumerate(layers):
-        add("singular_value", name, np.arange(1, k + 1), top_values[a])
-        add("cosine_left", name, steps, cos_left[:, a])
-        add("cosine_right", name, steps, cos_right[:, a])
+    for a in keep:
+        add("singular_value", layers[a], np.arange(1, k + 1), top_values[a])
+        add("cosine", layers[a], steps, cosine[:, a])
     add("train_loss", "", loss_steps, loss)
     return fig, cols
 
