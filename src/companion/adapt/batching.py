@@ -494,7 +494,7 @@ def eval_batches(arrays: Batch, batch_size: int, buckets: tuple[int, ...]) -> Ev
     Returns:
         ``EvalBatches`` of ceil(N / B) batches of B rows.
     """
-    n = _num_rows(arrays)
+    _num_rows(arrays)  # refuses arrays that disagree on N
     _check_batch_size(batch_size)
     order = np.argsort(_lengths(arrays.attention_mask), kind="stable")
     return EvalBatches([trim(b, buckets) for b in _take(arrays, order, int(batch_size), False)], order)
