@@ -47,3 +47,10 @@ def test_refuses_unknown_or_absent_tasks(tmp_path):
         ch.tasks_to_run(dataclasses.replace(empty, tasks=("rte",)))
     with pytest.raises(FileNotFoundError, match="no GLUE task has data"):
         ch.tasks_to_run(empty)
+
+
+@pytest.mark.parametrize("stamp,noted", [("profile=smoke · device=cpu (2 cores)", True), ("profile=full · device=gpu", False)])
+def test_smoke_tables_say_they_are_code_checks(stamp, noted):
+    from companion.book.chapters import adaptation
+
+    assert ("not a result" in adaptation.smoke_note(stamp)) is noted

@@ -71,3 +71,12 @@ def vary(config: FinetuneConfig, **changes: Any) -> FinetuneConfig:
     if adapter_changes:
         config = dataclasses.replace(config, adapter=dataclasses.replace(config.adapter, **adapter_changes))
     return config
+
+
+def smoke_note(stamp: str) -> str:
+    """The line that heads a smoke run's paper-vs-ours table (``Results.stamp`` names the
+    profile): toy-size fine-tuning checks the code, its scores are not results."""
+    if "profile=smoke" not in stamp:
+        return ""
+    return ("**Smoke run: a check of the code at toy size, not a result.** Its scores are not comparable with "
+            "the paper's; the full profile is the comparison.\n")

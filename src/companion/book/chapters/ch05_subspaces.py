@@ -155,7 +155,7 @@ PAPER = {
 def table(result: Result, stamp: str) -> str:
     """The paper-vs-ours Markdown table."""
     m, r, c, cfg = summary(result), result.run, result.config.run, result.config
-    return f"""
+    return adaptation.smoke_note(stamp) + f"""
 | | paper ({FIGURE}) | this run ({stamp}) |
 |---|---|---|
 | backbone | bert-base-cased | {r.backbone} |

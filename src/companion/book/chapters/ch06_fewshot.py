@@ -190,7 +190,7 @@ def table(result: Result, stamp: str) -> str:
         + " / ".join(f"{dict(result.compare[v]['curve'])[s]:.3f}" for v in VARIANTS) + " |"
         for s in steps if s in PAPER["compare"]["wide"] or s == steps[-1])
     zeros = sum(v == 0 for v in result.ranks[deep])
-    return f"""
+    return adaptation.smoke_note(stamp) + f"""
 **Backbone:** {result.backbone}. Validation Pearson on {result.n_validation} pairs; {stamp}.
 
 | few-shot STS-B, vanilla r=8 / Deep LoRA, mean ± std | paper ({LOGS}) | ours ({cfg.seeds} seeds, {cfg.base.steps} steps) |

@@ -147,7 +147,7 @@ def table(result: Result, stamp: str) -> str:
     sst2 = f" (SST-2: {cfg.steps_for('sst2')})" if cfg.steps_for("sst2") != cfg.base.steps else ""
     overall, pooled = result.deltas["overall_mean"], result.deltas["pooled_std"]
     body = "\n".join(lines)
-    return f"""
+    return adaptation.smoke_note(stamp) + f"""
 **Backbone:** {result.backbone}; {stamp}; {cfg.samples} training examples, {cfg.base.steps} steps{sst2}.
 
 | task | metric | paper Δ ({SOURCE}) | our Δ, mean ± std over seeds | our vanilla / deep mean |
