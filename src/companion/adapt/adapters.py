@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from companion.adapt.glue import is_positive_int
 from companion.adapt.bert import BertForSequenceClassification, BertModel, Embed, HeadParam, Linear
 from companion.adapt.lora import (AdapterParam, FactorChain, compressed_factors_jit, deep_factors_jit,
                                   lora_factors)
@@ -42,10 +43,6 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 _ATTENTION_MLP = ("attention.self.query", "attention.self.key", "attention.self.value",
                   "attention.output.dense", "intermediate.dense", "output.dense")
 _OLD_NAMES = {"kind": "method", "scale_init": "init_scale"}  # adapter_config.json of earlier versions
-
-
-def _positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 @dataclass(frozen=True)
@@ -69,7 +66,7 @@ class AdapterConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown adapter method {self.method!r}; choose from {', '.join(METHODS)}")
-        if not _positive_int(self.rank):
+        if not is_positive_int(self.rank):
             raise ValueError(f"rank must be a positive integer, got {self.rank!r}")
         if self.method.startswith("deep-lora"):
             if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 3:
@@ -81,7 +78,7 @@ class AdapterConfig:
                              "(r/2 directions from each side of the first gradient)")
         if isinstance(self.targets, list):  # JSON gives lists; keep the config hashable
             object.__setattr__(self, "targets", tuple(self.targets))
-        if self.min_side is not None and not _positive_int(self.min_side):
+        if self.min_side is not None and not is_positive_int(self.min_side):
             raise ValueError(f"min_side must be a positive integer or None, got {self.min_side!r}")
 
     @property

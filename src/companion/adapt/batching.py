@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
 
 import numpy as np
 
-from companion.adapt.glue import Examples
+from companion.adapt.glue import Examples, is_int
 
 if TYPE_CHECKING:  # the tokenizer is passed in by the caller; only its type is needed here
     from tokenizers import Encoding, Tokenizer
@@ -55,11 +55,6 @@ BUCKETS = 8  # padded lengths per max_length (trim); each is one compiled progra
 MIN_BUCKET = 16  # shortest padded length and the spacing of buckets up to 8·16 = 128 tokens
 
 
-def _is_int(value: Any) -> bool:
-    """A Python or numpy integer, not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def _check_tokenizer(tokenizer: Tokenizer) -> None:
     """The protocol needs the raw lengths: no truncation, no padding inside the tokenizer."""
     if tokenizer.truncation is not None:
@@ -85,7 +80,7 @@ def _special_id(tokenizer: Tokenizer, token: str) -> int:
 
 
 def _check_max_length(max_length: int) -> None:
-    if not _is_int(max_length) or max_length < 1:
+    if not is_int(max_length) or max_length < 1:
         raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
 
 
@@ -142,7 +137,7 @@ def few_shot_indices(size: int, n: int, seed: int) -> np.ndarray:
     Returns:
         (n,) int64 positions, in draw order.
     """
-    if not _is_int(n) or n < 1:
+    if not is_int(n) or n < 1:
         raise ValueError(f"few-shot size n must be an integer ≥ 1, got {n!r}")
     _check_seed(seed)
     if size == 0:
@@ -168,7 +163,7 @@ def few_shot(examples: Examples, n: int, seed: int) -> Examples:
 
 
 def _check_seed(seed: Any) -> None:
-    if not _is_int(seed) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
 
 
@@ -302,7 +297,7 @@ def _num_rows(arrays: Batch) -> int:
 
 
 def _check_batch_size(batch_size: int) -> None:
-    if not _is_int(batch_size) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
@@ -419,7 +414,7 @@ def bucket_lengths(max_length: int = MAX_LENGTH, count: int = BUCKETS) -> tuple[
         Increasing lengths, the last ``max_length``.
     """
     _check_max_length(max_length)
-    if not _is_int(count) or count < 1:
+    if not is_int(count) or count < 1:
         raise ValueError(f"the bucket count must be a positive integer, got {count!r}")
     step = max(MIN_BUCKET, -(-max_length // count))
     step = -(-step // 8) * 8

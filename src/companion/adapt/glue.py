@@ -208,9 +208,14 @@ def _check_split(split: str) -> None:
         )
 
 
-def _is_int(value: Any) -> bool:
-    """A Python or numpy integer, not a bool."""
+def is_int(value: Any) -> bool:
+    """A Python or numpy integer, not a bool (the adapt half's one check of integer settings)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_positive_int(value: Any) -> bool:
+    """An integer (``is_int``) ≥ 1."""
+    return is_int(value) and value >= 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -560,7 +565,7 @@ def from_hub_records(
         value = record["label"]
         if spec.is_regression:
             labels.append(_parse_score(spec, value, where))
-        elif _is_int(value) and 0 <= value < spec.num_labels:
+        elif is_int(value) and 0 <= value < spec.num_labels:
             labels.append(int(value))
         else:
             raise ValueError(

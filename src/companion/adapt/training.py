@@ -45,10 +45,6 @@ FULL = "full"  # the method name of full fine-tuning (``FinetuneConfig.adapter=N
 METHODS = (*adapters.METHODS, FULL)  # every value of FinetuneConfig.method
 
 
-def _positive_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
-
-
 @dataclass(frozen=True)
 class FinetuneConfig:
     """One fine-tuning setting (written to config.json beside its results).
@@ -85,11 +81,11 @@ class FinetuneConfig:
             raise ValueError(f"adapter must be an AdapterConfig or None (full fine-tuning), got {self.adapter!r}")
         for name in ("steps", "batch_size", "max_seq_length"):
             v = getattr(self, name)
-            if not _positive_int(v):
+            if not glue.is_positive_int(v):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         for name in ("samples", "eval_examples", "num_layers"):
             v = getattr(self, name)
-            if v is not None and not _positive_int(v):
+            if v is not None and not glue.is_positive_int(v):
                 raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
@@ -472,11 +468,11 @@ def fit(config: FinetuneConfig, seeds: Sequence[int] | None = None, *, log_every
     bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0]
     if bad:
         raise ValueError(f"seeds must be non-negative integers, got {bad}")
-    if not _positive_int(log_every):
+    if not glue.is_positive_int(log_every):
         raise ValueError(f"log_every must be a positive integer, got {log_every!r}")
-    if parallel is not None and not _positive_int(parallel):
+    if parallel is not None and not glue.is_positive_int(parallel):
         raise ValueError(f"parallel must be a positive integer or None, got {parallel!r}")
-    if not _positive_int(eval_batch_size):
+    if not glue.is_positive_int(eval_batch_size):
         raise ValueError(f"eval_batch_size must be a positive integer, got {eval_batch_size!r}")
     _check_steps("eval_at", eval_at, 1, config.steps)
     _check_steps("observe_at", observe_at, 0, config.steps)
