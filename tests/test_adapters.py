@@ -273,6 +273,7 @@ def test_save_load_round_trip_with_head(tmp_path, model, encoder, batch, config)
     adapters.save(model, config, tmp_path / "adapter", extra={"base_model": "minilm"})
     meta = json.loads((tmp_path / "adapter" / adapters.CONFIG_FILE).read_text())
     assert meta["adapted"] == list(names) and meta["num_labels"] == 2 and meta["base_model"] == "minilm"
+    assert meta["pooling"] == "pooler"
     fresh = bert.with_head(nnx.clone(encoder), 2, head_seed=123)  # a different random head
     assert float(jnp.abs(fresh(*batch) - expected).max()) > 1e-3
     loaded, loaded_names = adapters.load(fresh, tmp_path / "adapter")
@@ -298,3 +299,29 @@ def test_loads_the_config_of_earlier_versions(tmp_path, model, encoder, batch):
     loaded, _ = adapters.load(fresh, tmp_path)
     assert loaded == config
     np.testing.assert_array_equal(fresh(*batch), expected)
+
+
+def test_a_head_loads_only_onto_its_pooling(tmp_path, encoder, batch):
+    """A head trained on mean-pooled states is refused by a model that reads the pooler, with what
+    to do; built with the saved pooling it gives the saved model's outputs."""
+    config = AdapterConfig(method="lora", rank=2, targets="query-value")
+    mean = bert.with_head(nnx.clone(encoder), 2, pooling="mean")
+    adapters.apply_adapters(mean, config, KEY)
+    _perturb(mean)
+    adapters.save(mean, config, tmp_path)
+    with pytest.raises(ValueError, match="pooling='mean'.*pooling='pooler'.*with_head"):
+        adapters.load(bert.with_head(nnx.clone(encoder), 2), tmp_path)
+    fresh = bert.with_head(nnx.clone(encoder), 2, pooling="mean")
+    adapters.load(fresh, tmp_path)
+    np.testing.assert_array_equal(fresh(*batch), mean(*batch))
+
+
+def test_a_mean_pooled_head_leaves_the_unused_pooler_alone(encoder):
+    """With pooling="mean" the pooler never enters the logits, so all-dense skips it and a
+    pooler-only target set is refused with what to do."""
+    mean = bert.with_head(nnx.clone(encoder), 1, pooling="mean")
+    names = adapters.select_targets(mean, "all-dense")
+    assert "pooler.dense" not in names
+    assert set(adapters.select_targets(bert.with_head(nnx.clone(encoder), 1), "all-dense")) == {*names, "pooler.dense"}
+    with pytest.raises(ValueError, match="select only the pooler.*pooling='pooler'"):
+        adapters.select_targets(mean, ["pooler"])

@@ -165,3 +165,55 @@ def test_num_layers_keeps_the_first_layers():
     np.testing.assert_array_equal(cut.layers[1].value.kernel[...], full.layers[1].value.kernel[...])
     with pytest.raises(ValueError, match="num_layers must be an integer in 1…6"):
         bert.pretrained_encoder("minilm", num_layers=7)
+
+
+@pytest.mark.parametrize("shape, positions", [((2, 9, 4), (1,)), ((2, 3, 9, 9), (2, 3)), ((9, 5), (0,))])
+def test_dropout_masks_are_indexed_by_position(shape, positions):
+    """A shorter padding drops the same entries of the positions it keeps: the mask of token
+    position (i, j) comes from fold_in(fold_in(key, i), j), not from the padded shape."""
+    import jax
+
+    key = jax.random.key(3)
+    x = jnp.ones(shape)
+    cut = tuple(slice(0, 6) if a in positions else slice(None) for a in range(len(shape)))
+    full, short = bert.dropout(x, 0.1, key, positions), bert.dropout(x[cut], 0.1, key, positions)
+    np.testing.assert_array_equal(full[cut], short)
+    np.testing.assert_allclose(np.unique(np.asarray(full)), [0.0, 1 / 0.9], rtol=1e-6)
+    big = bert.dropout(jnp.ones((64, 64, 64)), 0.1, key, (1,))
+    assert float((big == 0).mean()) == pytest.approx(0.1, abs=0.005)  # Bernoulli(0.9) keeps
+    assert float(jnp.abs(bert.dropout(x, 0.1, jax.random.key(4), positions) - full).max()) > 0
+    np.testing.assert_array_equal(bert.dropout(x, 0.1, None, positions), x)  # evaluation
+
+
+def test_dropout_does_not_depend_on_padding(tokenizer):
+    """Training forward passes (dropout on) of real pairs padded to 32 or to 128 tokens agree."""
+    import jax
+
+    model = bert.from_pretrained("minilm", 1)
+    arrays = [jnp.asarray(a) for a in padded(tokenizer, PAIRS[:2], extra=128 - 20)]
+    longest = int(arrays[1].sum(-1).max())
+    assert longest <= 20 and arrays[0].shape[1] >= 120
+    key = jax.random.key(5)
+    full = model(*arrays, dropout_key=key)
+    short = model(*(a[:, :32] for a in arrays), dropout_key=key)
+    np.testing.assert_allclose(short, full, rtol=1e-5, atol=1e-6)
+    assert float(jnp.abs(full - model(*arrays)).max()) > 1e-4  # dropout did act
+
+
+def test_mean_pooling_reads_the_real_tokens_only(tokenizer):
+    """pooling="mean" is the mean of the last hidden states over the attention mask (the pooling
+    all-MiniLM-L6-v2 was trained with): more padding changes nothing, and it is not the pooler."""
+    m = jnp.array([[1, 1, 0], [1, 0, 0]])
+    h = jnp.arange(2 * 3 * 2, dtype=jnp.float32).reshape(2, 3, 2)
+    np.testing.assert_allclose(bert.mean_pool(h, m), [[1.0, 2.0], [6.0, 7.0]])
+    encoder = bert.pretrained_encoder("minilm", num_layers=1)
+    mean, pooler = bert.with_head(encoder, 1, pooling="mean"), bert.with_head(encoder, 1)
+    short = [jnp.asarray(a) for a in padded(tokenizer, PAIRS[:2], extra=1)]
+    long = [jnp.asarray(a) for a in padded(tokenizer, PAIRS[:2], extra=30)]
+    np.testing.assert_allclose(mean(*short), mean(*long), rtol=1e-5, atol=1e-6)
+    out = encoder(*short)
+    expected = bert.mean_pool(out.last_hidden_state, short[1]) @ mean.classifier.kernel[...] + mean.classifier.bias[...]
+    np.testing.assert_allclose(mean(*short), expected, rtol=1e-5, atol=1e-6)
+    assert float(jnp.abs(mean(*short) - pooler(*short)).max()) > 1e-3
+    with pytest.raises(ValueError, match="unknown pooling 'max'; choose one of pooler, mean"):
+        bert.with_head(encoder, 1, pooling="max")

@@ -42,6 +42,9 @@ def test_claims_hold_on_good_numbers(profile, metrics):
     ("full", {"loss_last_tenth": 2.5}, "below half"),
     ("full", {"pearson": 0.6}, "near the paper's 0.888"),
     ("smoke", {"pearson": float("nan")}, "finite"),
+    ("smoke", {"fitted": 0}, "fitted its training data"),
+    ("full", {"fitted": 0}, "fitted its training data"),
+    ("smoke", {"pearson": 0.0, "pearson_initial": 0.0}, "rises above the untrained"),
 ])
 def test_claims_fail_past_their_margins(profile, change, fails):
     good = SMOKE if profile == "smoke" else FULL

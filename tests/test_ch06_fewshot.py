@@ -13,7 +13,9 @@ SMOKE = json.loads((ROOT / "baselines" / "smoke" / ch.NOTEBOOK / "metrics.json")
 FULL = {"delta_smallest_n_mean": 0.069, "mean_rank_vanilla": 8.0, "mean_rank_deep": 1.5,
         "rank8_vanilla_mean": 0.539, "rank64_vanilla_mean": 0.175, "rank8_deep_narrow_mean": 0.635,
         "rank64_deep_narrow_mean": 0.667, "compressed_step40": 0.736, "wide_step40": 0.745,
-        "random_narrow_step40": 0.032}
+        "random_narrow_step40": 0.032, "runs": 192, "runs_fitted": 192, "curve_runs": 120, "curve_fitted": 120,
+        **{f"{m}_n{n}_{k}": v for m, means in (("vanilla", (0.529, 0.735, 0.814)), ("deep", (0.598, 0.751, 0.828)))
+           for n, mean in zip((16, 64, 256), means) for k, v in (("mean", mean), ("initial", 0.0))}}
 
 
 def test_full_profile_is_the_papers_protocol():
@@ -40,6 +42,9 @@ def test_claims_hold_on_good_numbers(profile, metrics):
     ("full", {"rank64_deep_narrow_mean": 0.5}, "does not degrade"),
     ("full", {"random_narrow_step40": 0.7}, "faster than random narrow"),
     ("full", {"compressed_step40": 0.6, "random_narrow_step40": 0.0}, "early progress"),
+    ("smoke", {"curve_fitted": 0}, "every run of the few-shot curve fitted"),
+    ("full", {"runs_fitted": 191}, "every run fitted its training data"),
+    ("full", {"deep_n16_initial": 0.6, "deep_n64_initial": 0.75, "deep_n256_initial": 0.83}, "rises above"),
 ])
 def test_claims_fail_past_their_margins(profile, change, fails):
     good = SMOKE if profile == "smoke" else FULL

@@ -29,6 +29,7 @@ def test_paper_overall_is_the_mean_of_the_tasks():
     ("smoke", {"rte_deep_mean": float("nan")}, "finite"),
     ("smoke", {"tasks_run": 6}, "every task run is reported"),
     ("full", {"overall_delta": -0.01}, "not worse than vanilla"),
+    ("smoke", {"runs_fitted": 0}, "every run fitted"),
 ])
 def test_claims(profile, change, fails):
     good = {**SMOKE, "overall_delta": 0.02} if profile == "full" else SMOKE
@@ -54,3 +55,14 @@ def test_smoke_tables_say_they_are_code_checks(stamp, noted):
     from companion.book.chapters import adaptation
 
     assert ("not a result" in adaptation.smoke_note(stamp)) is noted
+
+
+def test_comparisons_are_drawn_from_fitted_runs_only():
+    """adaptation.not_drawn names how many runs did not fit; fitted_count counts them per subset."""
+    from companion.book.chapters import adaptation
+
+    rows = [dict(task="rte", method=m, seed=s, fitted=not (m == "deep-lora" and s == 1))
+            for m in ("lora", "deep-lora") for s in (0, 1)]
+    assert adaptation.fitted_count(rows) == (3, 4) and adaptation.fitted_count(rows, method="lora") == (2, 2)
+    assert adaptation.not_drawn(rows, method="lora") is None
+    assert adaptation.not_drawn(rows) == "not drawn: 1 of 4 runs did not fit their training data"

@@ -127,7 +127,8 @@ def test_compress_complete_errors(capsys, args, message):
 
 FINETUNE_KEYS = {"task", "method", "metric", "value", "metrics", "initial_value", "steps", "seed", "trainable_params",
                  "adapted_layers", "wall_time_s", "step_time_s", "compile_time_s", "n_train", "dropped_train",
-                 "n_validation", "dropped_validation", "backbone", "device", "final_train_loss", "first_train_loss"}
+                 "n_validation", "dropped_validation", "backbone", "device", "fitted", "first_train_loss",
+                 "last_train_loss", "last_over_first", "constant_prediction_loss"}
 TINY_ARGS = ["--num-layers", "1", "--max-seq-length", "32", "--batch-size", "8", "--eval-examples", "32", "--json"]
 
 
@@ -186,6 +187,7 @@ def test_cli_full_fine_tuning(capsys):
     (["--task", "stsb", "--method", "deep-lora-compressed", "--rank", "7"], "rank 7 must be even"),
     (["--task", "stsb", "--method", "full", "--train-head"], "--train-head applies to adapters"),
     (["--task", "stsb", "--samples", "0"], "samples must be a positive integer"),
+    (["--task", "stsb", "--targets", "pooler"], "select only the pooler"),
 ])
 def test_cli_finetune_errors(capsys, monkeypatch, args, message):
     _needs_glue()
@@ -197,8 +199,8 @@ def test_cli_finetune_errors(capsys, monkeypatch, args, message):
 def test_cli_compressed_deep_lora_with_numerical_ranks(capsys):
     _needs_glue()
     code, out, err = run_cli(capsys, "finetune", "--task", "stsb", "--method", "deep-lora-compressed", "--samples", "8",
-                             "--steps", "2", "--rank", "4", "--targets", "pooler", "--inner-lr", "1e-2",
-                             "--numerical-ranks", *TINY_ARGS)
+                             "--steps", "2", "--rank", "4", "--targets", "pooler", "--pooling", "pooler",
+                             "--inner-lr", "1e-2", "--numerical-ranks", *TINY_ARGS)
     assert code == 0, err
     r = json.loads(out)
     assert r["trainable_params"] == (384 + 384) * 4 + 3 * 4 * 4  # (m+n)r + 3r² per layer

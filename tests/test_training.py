@@ -67,7 +67,7 @@ def test_config_defaults_and_json_round_trip():
 @pytest.fixture(scope="module")
 def two_seeds():
     """Seeds 3 and 5 of compressed Deep LoRA, vectorised and one at a time, with eval_at and observe."""
-    config = vary(TINY, method="deep-lora-compressed", targets=["pooler"], inner_lr=1e-2)
+    config = vary(TINY, method="deep-lora-compressed", targets=["pooler"], inner_lr=1e-2, pooling="pooler")
     seen = []
     kwargs = dict(log_every=1, eval_at=(2,), observe_at=(0, 3), numerical_ranks=True)
     together = fit(config, [3, 5], observe=lambda step, seed, model: seen.append((step, seed)), **kwargs)
@@ -187,7 +187,8 @@ def test_full_fine_tuning_trains_every_weight():
 
 def test_outer_factors_take_the_discrepant_step():
     """Compressed Deep LoRA: AdamW's first step moves inner entries by η and outer ones by γη."""
-    config = vary(TINY, method="deep-lora-compressed", targets=["pooler"], inner_lr=1e-2, gamma=0.01)
+    config = vary(TINY, method="deep-lora-compressed", targets=["pooler"], inner_lr=1e-2, gamma=0.01,
+                  pooling="pooler")
     model = bert.with_head(bert.pretrained_encoder("minilm", num_layers=1), 1)
     adapters.apply_adapters(model, config.adapter, jax.random.key(0),
                             {"pooler.dense": jax.random.normal(jax.random.key(1), (384, 384))})
@@ -201,14 +202,14 @@ def test_outer_factors_take_the_discrepant_step():
 
 
 def test_short_run_learns():
-    """Training loss falls and validation Pearson beats the untrained model's on a fixed subset."""
-    # lr 3e-3: with the authors' frozen head (LeCun normal) and LoRA orientation, 24 steps at 1e-3
-    # move Pearson by less than 0.1 on some seeds of this 1-layer toy model (measured: seeds 0–3 at
-    # 3e-3 end at 0.11, 0.06, 0.18, 0.13 from -0.09).
-    (r,) = fit(vary(TINY, samples=64, steps=24, targets="all-dense", eval_examples=256, lr=3e-3), log_every=4)
-    first, last = r.train_loss[0][1], r.train_loss[-1][1]
-    assert last < 0.5 * first
-    assert r.value > r.initial_value + 0.1
+    """The smoke profile's setting fits its 16 training pairs (the fit verdict) and lifts validation
+    Pearson above the untrained model's on 500 pairs (standard error < 0.045). Measured on this
+    CPU: loss 8.2 → 0.39 (constant predictor 2.45), Pearson 0.012 → 0.14."""
+    from companion.book.chapters import adaptation
+
+    (r,) = fit(adaptation.base("smoke", samples=16, steps=60), log_every=4)
+    assert r.fitted and r.last_loss < 0.2 * r.first_loss and r.n_validation == 500
+    assert r.value > r.initial_value + 0.05 and r.learned
 
 
 def test_finetune_run_directory_and_adapter_round_trip(tmp_path):
@@ -219,7 +220,7 @@ def test_finetune_run_directory_and_adapter_round_trip(tmp_path):
     assert RunResult.from_dict(json.loads((run_dir / "results.json").read_text())) == r
     assert r.numerical_ranks is not None and len(r.train_loss) == 4
     # Reload: the saved adapters and head reproduce the trained model's evaluation.
-    model = bert.with_head(bert.pretrained_encoder("minilm", num_layers=1), 1, head_seed=99)
+    model = bert.with_head(bert.pretrained_encoder("minilm", num_layers=1), 1, head_seed=99, pooling="mean")
     loaded, names = adapters.load(model, run_dir / "adapter")
     assert loaded == config.adapter and len(names) == 2
     data = training._prepare(config)
@@ -236,7 +237,24 @@ def test_finetune_run_directory_and_adapter_round_trip(tmp_path):
 def test_backbone_notes():
     assert training.choose_backbone("minilm") == "minilm"
     assert "not the paper's bert-base-cased" in training.backbone_note("minilm")
+    assert "the head reads the mean of the last hidden states" in training.backbone_note("minilm")
+    assert "mean" not in training.backbone_note("minilm", pooling="pooler")
     assert training.backbone_note("bert-base-cased", 2) == "bert-base-cased (only its first 2 encoder layer(s) kept)"
+    assert training.backbone_note("bert-base-cased") == "bert-base-cased"
+
+
+def test_only_minilm_departs_from_the_papers_head_input():
+    """bert-base-cased keeps the paper's pooler; the packaged MiniLM (never-trained pooler) reads
+    mean-pooled states unless the config says otherwise; a bad name is refused."""
+    assert FinetuneConfig(task="stsb", model="bert-base-cased").head_pooling == "pooler"
+    assert FinetuneConfig(task="stsb", model="/some/bert-folder").head_pooling == "pooler"
+    assert FinetuneConfig(task="stsb", model="minilm").head_pooling == "mean"
+    assert FinetuneConfig(task="stsb", model="minilm", pooling="pooler").head_pooling == "pooler"
+    with pytest.raises(ValueError, match="unknown pooling"):
+        FinetuneConfig(task="stsb", pooling="cls")
+    encoder = bert.pretrained_encoder("minilm", num_layers=1)
+    assert training.build_model(TINY, encoder, 0)[0].pooling == "mean"
+    assert training.build_model(dataclasses.replace(TINY, pooling="pooler"), encoder, 0)[0].pooling == "pooler"
 
 
 def test_backbone_is_explicit_and_never_swapped(monkeypatch, tmp_path):
@@ -277,7 +295,7 @@ def _outer(model):
 def test_compression_gradient_takes_dropout():
     """618c410 takes the compression gradient with dropout on: the outer factors depend on the
     dropout key (two keys → different factors), stay orthonormal, and the default key is the seed's."""
-    config = vary(TINY, method="deep-lora-compressed", targets=["pooler"], rank=4)
+    config = vary(TINY, method="deep-lora-compressed", targets=["pooler"], rank=4, pooling="pooler")
     encoder = bert.pretrained_encoder("minilm", num_layers=1)
     data = training._prepare(config)
     first = next(batching.train_stream(training._train_rows(config, data, 0), config.batch_size, 0))
@@ -329,3 +347,62 @@ def test_eval_batch_size_changes_predictions_only_by_rounding():
     assert small.value == pytest.approx(large.value, abs=1e-5)
     with pytest.raises(ValueError, match="eval_batch_size must be a positive integer"):
         fit(config, eval_batch_size=0)
+
+
+@pytest.mark.parametrize("losses, constant, verdict", [
+    ([9.0] * 20 + [1.0] * 20, 2.0, (9.0, 1.0, True)),  # fell below half of the start and of the mean's loss
+    ([9.0] * 20 + [3.0] * 20, 2.0, (9.0, 3.0, False)),  # fell, but a constant predicts better
+    ([0.7] * 40, 0.69, (0.7, 0.7, False)),  # never moved
+    ([4.0, 1.0], 5.0, (4.0, 1.0, True)),  # a window of 1 step
+    ([4.0, float("nan")], 5.0, (4.0, float("nan"), False)),
+])
+def test_fit_verdict(losses, constant, verdict):
+    first, last, fitted = training.fit_verdict(losses, constant)
+    assert (first, fitted) == (verdict[0], verdict[2])
+    assert last == pytest.approx(verdict[1], nan_ok=True)
+    assert training.loss_window(500) == 25 and training.loss_window(7) == 1
+    with pytest.raises(ValueError, match="without steps"):
+        training.fit_verdict([], 1.0)
+
+
+def test_constant_loss_is_the_best_constant_prediction():
+    stsb, rte = glue.TASKS["stsb"], glue.TASKS["rte"]
+    y = np.array([0.0, 1.0, 2.0, 5.0])
+    assert training.constant_loss(stsb, y) == pytest.approx(np.mean((y - y.mean()) ** 2))
+    assert training.constant_loss(rte, np.array([0, 0, 0, 1])) == pytest.approx(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25)))
+    assert training.constant_loss(rte, np.array([1, 1])) == 0.0
+
+
+def test_results_carry_the_fit_verdict(two_seeds):
+    for r in two_seeds[0]:
+        losses = [v for _, v in r.train_loss]  # log_every=1: every step
+        assert (r.first_loss, r.last_loss) == (losses[0], losses[-1])  # 3 steps: windows of one
+        assert r.fitted == (r.last_loss <= training.FIT_RATIO * min(r.first_loss, r.constant_loss))
+        assert r.constant_loss > 0.5  # STS-B labels spread over 0–5
+
+
+def test_training_padding_does_not_change_a_run(monkeypatch):
+    """Bucketed training batches give the losses and scores of batches padded to max_seq_length:
+    dropout masks are indexed by position (bert.dropout), so padding changes only rounding."""
+    config = vary(TINY, steps=4, method="deep-lora", targets="query-value", init_scale=0.1, max_seq_length=128)
+    lengths, trim = [], batching.trim
+    monkeypatch.setattr(batching, "trim", lambda b, buckets: lengths.append(trim(b, buckets).input_ids.shape[-1])
+                        or trim(b, buckets))
+    bucketed = fit(config, [0, 1], log_every=1)
+    assert min(lengths) < 128  # some training batches were cut
+    monkeypatch.setattr(batching, "trim", trim)
+    monkeypatch.setattr(training, "TRAIN_BUCKETS", False)
+    fixed = fit(config, [0, 1], log_every=1)
+    for a, b in zip(bucketed, fixed):
+        np.testing.assert_allclose([v for _, v in a.train_loss], [v for _, v in b.train_loss], rtol=1e-4, atol=1e-5)
+        assert a.value == pytest.approx(b.value, abs=1e-3)
+
+
+def test_dropout_stream_is_apart_from_every_adapter_key():
+    """Training dropout starts from fold_in(key(seed), 1_000_007), not from a key that an adapted
+    layer's factors also use (layer i draws from fold_in(key(seed), i))."""
+    data = lambda k: np.asarray(jax.random.key_data(k))  # noqa: E731
+    base = data(training.dropout_keys(3))
+    assert all(not np.array_equal(base, data(jax.random.fold_in(jax.random.key(3), i))) for i in range(80))
+    assert not np.array_equal(base, data(training.compression_dropout_key(3)))
+    assert not np.array_equal(base, data(training.dropout_keys(4)))

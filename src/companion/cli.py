@@ -96,7 +96,7 @@ def _build_parser() -> argparse.ArgumentParser:
     # Defaults and choices of `finetune` come from the dataclasses: one copy of every setting.
     from dataclasses import fields as _fields
 
-    from companion.adapt import adapters as _adapters, glue as _glue, training as _training
+    from companion.adapt import adapters as _adapters, bert as _bert, glue as _glue, training as _training
 
     run_d = {f.name: f.default for f in _fields(_training.FinetuneConfig)}
     ad_d = {f.name: f.default for f in _fields(_adapters.AdapterConfig)}
@@ -120,6 +120,9 @@ def _build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--seed", type=int, default=run_d["seed"], help="fixes subset, init, dropout and order")
     ft.add_argument("--model", default=run_d["model"],
                     help=f"local folder, 'minilm' (packaged), or a hub name (default {run_d['model']})")
+    ft.add_argument("--pooling", default=run_d["pooling"], choices=_bert.POOLINGS,
+                    help="what the new head reads: BERT's pooler (the paper's) or the mean of the last hidden "
+                         "states (default: the backbone's; mean for the packaged MiniLM, whose pooler is untrained)")
     ft.add_argument("--num-layers", type=int, default=run_d["num_layers"],
                     help="keep the first k encoder layers (default: all)")
     ft.add_argument("--lr", type=float, default=run_d["lr"], help=f"AdamW learning rate (default {run_d['lr']:g})")
@@ -249,7 +252,7 @@ def _finetune(args: argparse.Namespace) -> dict:
             targets=args.targets, alpha=args.alpha, train_head=args.train_head)
         cfg = FinetuneConfig(
             task=args.task, adapter=adapter, samples=args.samples, steps=args.steps, seed=args.seed,
-            model=args.model, num_layers=args.num_layers, lr=args.lr, lr_end=args.lr_end, gamma=args.gamma,
+            model=args.model, pooling=args.pooling, num_layers=args.num_layers, lr=args.lr, lr_end=args.lr_end, gamma=args.gamma,
             inner_lr=args.inner_lr, batch_size=args.batch_size, max_seq_length=args.max_seq_length,
             eval_examples=args.eval_examples, data_dir=args.data_dir, online=args.online,
         )
@@ -260,8 +263,10 @@ def _finetune(args: argparse.Namespace) -> dict:
             "trainable_params", "adapted_layers", "wall_time_s", "step_time_s", "compile_time_s",
             "n_train", "dropped_train", "n_validation", "dropped_validation", "backbone", "device")
     out = {k: getattr(result, k) for k in keys}
-    out["final_train_loss"] = result.train_loss[-1][1]
-    out["first_train_loss"] = result.train_loss[0][1]
+    # The verdict first: a run is a result only if it fitted its training data.
+    out = {"fitted": result.fitted, "first_train_loss": result.first_loss, "last_train_loss": result.last_loss,
+           "last_over_first": result.last_loss / result.first_loss if result.first_loss > 0 else float("nan"),
+           "constant_prediction_loss": result.constant_loss, **out}
     if args.numerical_ranks and result.numerical_ranks is not None:
         out["numerical_ranks"] = result.numerical_ranks
     return out

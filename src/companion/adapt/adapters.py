@@ -101,7 +101,8 @@ def _encoder(model) -> BertModel:
 
 
 def select_targets(model, targets: str | Sequence[str], min_side: int | None = None) -> list[str]:
-    """Names of the layers an adapter goes on (the classifier never).
+    """Names of the layers an adapter goes on (the classifier never; the pooler not when the
+    model's head reads mean-pooled states, ``bert.mean_pool``, since it is then unused).
 
     Args:
       model: a ``BertModel`` or ``BertForSequenceClassification``.
@@ -136,6 +137,13 @@ def select_targets(model, targets: str | Sequence[str], min_side: int | None = N
             f"no layer matches targets {targets!r} (sets: {', '.join(TARGET_SETS)}); the model's layers are: "
             + ", ".join(names)
         )
+    if getattr(model, "pooling", "pooler") != "pooler" and "pooler.dense" in chosen:
+        # A head that reads mean-pooled states never uses the pooler: an adapter there would never
+        # receive a gradient (and would count as an unused, rank-0 update).
+        chosen = [n for n in chosen if n != "pooler.dense"]
+        if not chosen:
+            raise ValueError(f"targets {targets!r} select only the pooler, which a head with "
+                             f"pooling={model.pooling!r} does not read; choose other layers or pooling='pooler'")
     return chosen
 
 
@@ -348,7 +356,8 @@ def save(model, config: AdapterConfig, folder: str | Path, extra: dict | None = 
 
     Tensor keys: ``<layer name>.adapter.<i>`` for factor i (factor 0 stored (r, in) like PEFT's
     lora_A, the others (k_{i-1}, k_i)), ``classifier.kernel``/``classifier.bias``. The JSON
-    holds the config's fields, ``adapted`` (the layer names), ``num_labels`` and ``extra``.
+    holds the config's fields, ``adapted`` (the layer names), ``num_labels``, ``pooling`` (what the
+    head reads) and ``extra``.
 
     Returns:
       ``folder``.
@@ -374,6 +383,7 @@ def save(model, config: AdapterConfig, folder: str | Path, extra: dict | None = 
     meta = asdict(config)
     meta["adapted"] = names
     meta["num_labels"] = getattr(model, "num_labels", None)
+    meta["pooling"] = getattr(model, "pooling", None)  # what the saved head reads (bert.POOLINGS)
     meta.update(extra or {})
     (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return folder
@@ -386,7 +396,8 @@ def load(model, folder: str | Path) -> tuple[AdapterConfig, tuple[str, ...]]:
       (the config, the adapted layer names).
 
     Raises:
-      FileNotFoundError: a file is missing. ValueError: keys or shapes do not fit the model.
+      FileNotFoundError: a file is missing. ValueError: keys or shapes do not fit the model, or
+      the head was trained on another pooling than the model's.
     """
     from safetensors.numpy import load_file
 
@@ -412,6 +423,10 @@ def load(model, folder: str | Path) -> tuple[AdapterConfig, tuple[str, ...]]:
         outer = (True,) + (False,) * (count - 2) + (True,) if config.method == "deep-lora-compressed" else ()
         layer.adapter = FactorChain(factors, config.delta_scale, outer)
     if isinstance(model, BertForSequenceClassification):
+        saved = meta.get("pooling") or "pooler"  # folders written before the field: BERT's pooler
+        if saved != model.pooling:
+            raise ValueError(f"{folder}: the head was trained on pooling={saved!r}, the model reads "
+                             f"pooling={model.pooling!r}; build it with bert.with_head(..., pooling={saved!r})")
         if "classifier.kernel" not in tensors:
             raise ValueError(f"{folder}: no classifier head saved")
         if tensors["classifier.kernel"].shape != model.classifier.kernel[...].shape:

@@ -7,7 +7,8 @@ what adapters target (``companion.adapt.adapters``). Kernels are stored (in, out
 Face's PyTorch (out, in) weights are transposed on load.
 
 Dropout takes an explicit key (``dropout_key=None`` means evaluation), so a training step is a
-pure function of (parameters, batch, key) and jits once for fixed shapes.
+pure function of (parameters, batch, key) and jits once for fixed shapes. Its masks are indexed
+by token position (``dropout``), so they do not change with the padded length of a batch.
 
 Checkpoints: ``from_pretrained(name_or_path)`` accepts a local folder with ``config.json`` and
 ``model.safetensors`` (keys with or without the ``bert.`` prefix), the short names of the
@@ -124,12 +125,43 @@ class LayerNorm(nnx.Module):
         return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
 
 
-def dropout(x: Array, rate: float, key: Array | None) -> Array:
-    """Inverted dropout; the identity when ``key`` is None (evaluation) or rate is 0."""
+def dropout(x: Array, rate: float, key: Array | None, positions: tuple[int, ...] = ()) -> Array:
+    """Inverted dropout; the identity when ``key`` is None (evaluation) or rate is 0.
+
+    Args:
+      x: activations of any shape.
+      rate: the probability of dropping an entry.
+      key: the call site's key (None: evaluation).
+      positions: the token axes of ``x`` (hidden states (B, T, h): ``(1,)``; attention
+        probabilities (B, heads, T, T): ``(2, 3)``). The mask of the entries at token positions
+        (i, j, …) is drawn from ``fold_in(…fold_in(key, i)…, j)``, so it does not depend on how
+        far the batch is padded: a batch padded to 32 or to 128 tokens drops the same entries of
+        its real tokens. Replication choice: the authors (deep-lora-transformers@618c410) pad
+        every batch to 128 tokens, which fixes the masks' shape; we pad to a bucket of the
+        batch's longest row (``batching.trim``) and index the masks by position instead, which
+        keeps each seed's draws independent of the padding (and of the seeds sharing its
+        vectorised program). The masks are i.i.d. Bernoulli(1 − rate) either way.
+    """
     if key is None or rate == 0.0:
         return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    keep = _keep_mask(key, 1.0 - rate, x.shape, tuple(a % x.ndim for a in positions))
     return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+def _keep_mask(key: Array, p: float, shape: tuple[int, ...], positions: tuple[int, ...]) -> Array:
+    """Bernoulli(p) of ``shape``, one key per index along the ``positions`` axes (``dropout``)."""
+    rest = tuple(n for a, n in enumerate(shape) if a not in positions)
+
+    def draw(k):
+        return jax.random.bernoulli(k, p, rest)
+
+    for axis in reversed(positions):  # innermost first: key(i, j) = fold_in(fold_in(key, i), j)
+        draw = _over_positions(draw, shape[axis])
+    return jnp.moveaxis(draw(key), tuple(range(len(positions))), positions)
+
+
+def _over_positions(inner, n: int):
+    return lambda k: jax.vmap(lambda i: inner(jax.random.fold_in(k, i)))(jnp.arange(n, dtype=jnp.uint32))
 
 
 class _Keys:
@@ -166,13 +198,13 @@ class BertLayer(nnx.Module):
         split = lambda y: y.reshape(b, t, nh, dh)  # noqa: E731
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(dh) + mask_bias
-        probs = dropout(jax.nn.softmax(scores, axis=-1), c.attention_probs_dropout_prob, keys())
+        probs = dropout(jax.nn.softmax(scores, axis=-1), c.attention_probs_dropout_prob, keys(), (2, 3))
         context = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, h)
-        attn = dropout(self.attention_output(context), c.hidden_dropout_prob, keys())
+        attn = dropout(self.attention_output(context), c.hidden_dropout_prob, keys(), (1,))
         x = self.attention_norm(x + attn)
         act = self.intermediate(x)
         act = jax.nn.gelu(act, approximate=c.hidden_act == "gelu_new")
-        out = dropout(self.output(act), c.hidden_dropout_prob, keys())
+        out = dropout(self.output(act), c.hidden_dropout_prob, keys(), (1,))
         return self.output_norm(x + out)
 
 
@@ -209,7 +241,7 @@ class BertModel(nnx.Module):
         t = input_ids.shape[1]
         x = (self.word_embeddings(input_ids) + self.position_embeddings(jnp.arange(t, dtype=jnp.int32)[None, :])
              + self.token_type_embeddings(token_type_ids))
-        x = dropout(self.embedding_norm(x), c.hidden_dropout_prob, keys())
+        x = dropout(self.embedding_norm(x), c.hidden_dropout_prob, keys(), (1,))
         # Additive mask as in Hugging Face: the dtype's most negative value on padding keys.
         mask_bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(x.dtype).min)
         for layer in self.layers:
@@ -247,30 +279,60 @@ def head_init(key: Array, shape: tuple[int, int], dtype=jnp.float32) -> Array:
     return jax.nn.initializers.lecun_normal()(key, shape, dtype)
 
 
+POOLINGS = ("pooler", "mean")  # what the classifier reads: BERT's tanh(pooler(CLS)), or the mean over tokens
+
+
+def check_pooling(pooling: str) -> str:
+    """``pooling`` if it is one of POOLINGS; else a ValueError naming them."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+    return pooling
+
+
+def mean_pool(hidden: Array, attention_mask: Array) -> Array:
+    """The mean of the real tokens' hidden states: (B, T, h), (B, T) → (B, h).
+
+    The pooling all-MiniLM-L6-v2 was trained with (sentence-transformers' mean pooling, its
+    model card); padding positions (mask 0) do not count.
+    """
+    m = attention_mask.astype(hidden.dtype)[..., None]
+    return (hidden * m).sum(axis=-2) / jnp.maximum(m.sum(axis=-2), 1.0)
+
+
 class BertForSequenceClassification(nnx.Module):
     """BERT + dropout + a linear classifier on the pooled output (as Hugging Face's).
 
     ``num_labels = 1`` is regression (STS-B, MSE on logit 0, as the paper's code). The
     classifier's parameters have type ``HeadParam`` (frozen unless asked,
     ``companion.adapt.adapters.trainable_filter``); its kernel is ``head_init`` (LeCun normal).
+    It reads dropout(pooled), where pooled is ``pooling``: "pooler" = tanh(pooler(h_CLS)), BERT's
+    and the paper's; "mean" = ``mean_pool`` of the last hidden states, for sentence-embedding
+    checkpoints whose pooler was never trained (``default_pooling``).
 
     Args:
       config: the encoder's configuration.
       num_labels: classes (1 = regression).
       rngs: draws the encoder's weights (when it builds one), then the classifier's.
       encoder: an existing encoder to put the head on (``with_head``); None builds one.
+      pooling: one of POOLINGS.
     """
 
-    def __init__(self, config: BertConfig, num_labels: int, *, rngs: nnx.Rngs, encoder: BertModel | None = None):
+    def __init__(self, config: BertConfig, num_labels: int, *, rngs: nnx.Rngs, encoder: BertModel | None = None,
+                 pooling: str = "pooler"):
         self.bert = BertModel(config, rngs=rngs) if encoder is None else encoder
         self.num_labels = num_labels
+        self.pooling = check_pooling(pooling)
         self.classifier = Linear(config.hidden_size, num_labels, rngs=rngs, param_type=HeadParam,
                                  kernel_init=head_init)
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *, dropout_key=None) -> Array:
         """Logits (B, num_labels)."""
         k_bert, k_head = (None, None) if dropout_key is None else jax.random.split(dropout_key)
-        pooled = self.bert(input_ids, attention_mask, token_type_ids, dropout_key=k_bert).pooler_output
+        out = self.bert(input_ids, attention_mask, token_type_ids, dropout_key=k_bert)
+        if self.pooling == "pooler":
+            pooled = out.pooler_output
+        else:
+            pooled = mean_pool(out.last_hidden_state, jnp.ones_like(input_ids) if attention_mask is None else attention_mask)
         pooled = dropout(pooled, self.bert.config.hidden_dropout_prob, k_head)
         return self.classifier(pooled)
 
@@ -402,7 +464,8 @@ def pretrained_encoder(name_or_path: str, *, online: bool | None = None,
     return model
 
 
-def with_head(encoder: BertModel, num_labels: int, head_seed: int = HEAD_SEED) -> BertForSequenceClassification:
+def with_head(encoder: BertModel, num_labels: int, head_seed: int = HEAD_SEED,
+              pooling: str = "pooler") -> BertForSequenceClassification:
     """``encoder`` (shared, not copied) with a new classifier head drawn from ``head_seed``.
 
     Replication choice: the head is drawn once, from one fixed key (``HEAD_SEED``), and not from
@@ -417,8 +480,10 @@ def with_head(encoder: BertModel, num_labels: int, head_seed: int = HEAD_SEED) -
       num_labels: classes (1 = regression).
       head_seed: the head's key, ``nnx.Rngs(head_seed)`` (kernel ``head_init``, LeCun normal with
         std ≈ 1/√h; bias 0). Leave it at ``HEAD_SEED`` to follow the authors.
+      pooling: what the head reads (POOLINGS; the paper's "pooler" by default).
     """
-    return BertForSequenceClassification(encoder.config, num_labels, rngs=nnx.Rngs(head_seed), encoder=encoder)
+    return BertForSequenceClassification(encoder.config, num_labels, rngs=nnx.Rngs(head_seed), encoder=encoder,
+                                         pooling=pooling)
 
 
 def from_pretrained(name_or_path: str, num_labels: int | None = None, *, head_seed: int = HEAD_SEED,

@@ -16,9 +16,11 @@ checkpoint once, then trains the seeds as one program per ``parallel`` of them: 
 split into (trainable state, head, frozen encoder), the first two are stacked over seeds and the
 encoder is shared, and the pure train step (``step_functions``) is ``jax.vmap``-ed over seeds and
 ``jax.jit``-compiled. Evaluation batches are padded to the bucket of their longest row
-(``batching.trim``), not to max_seq_length; training batches keep max_seq_length for now (see
-``TRAIN_BUCKETS``). ``finetune`` is ``fit`` for one seed plus a run directory (config.json,
-results.json, the adapter).
+(``batching.trim``), not to max_seq_length, and so are training batches (``TRAIN_BUCKETS``; the
+dropout masks are indexed by token position, so padding does not change them). Every result
+carries its first and last training loss and a ``fitted`` verdict (``fit_verdict``): a run that
+did not fit its training data is not a result. ``finetune`` is ``fit`` for one seed plus a run
+directory (config.json, results.json, the adapter).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class FinetuneConfig:
     steps: int = 500  # optimizer steps (paper: 500 few-shot STS-B, 1000 limited-data GLUE)
     seed: int = 0  # fixes subset, adapter init, dropout, batch order (fit's default seed); the head is fixed
     model: str = "minilm"  # backbone, always explicit: local folder, "minilm" (packaged, offline), hub name (online)
+    pooling: str | None = None  # what the head reads, bert.POOLINGS; None: the backbone's (default_pooling)
     num_layers: int | None = None  # keep the first k encoder layers (smoke-profile toy size); None: all
     lr: float = 1e-4  # AdamW learning rate (paper: 1e-4)
     lr_end: float | None = None  # None: constant (paper); else linear decay to this value over the steps
@@ -75,6 +78,8 @@ class FinetuneConfig:
     def __post_init__(self):
         if self.task not in glue.TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose from {', '.join(glue.TASKS)}")
+        if self.pooling is not None:
+            bert.check_pooling(self.pooling)
         if isinstance(self.adapter, dict):  # from config.json
             object.__setattr__(self, "adapter", AdapterConfig.from_dict(self.adapter))
         if self.adapter is not None and not isinstance(self.adapter, AdapterConfig):
@@ -103,6 +108,11 @@ class FinetuneConfig:
         """The adapter's method, or "full" without one."""
         return FULL if self.adapter is None else self.adapter.method
 
+    @property
+    def head_pooling(self) -> str:
+        """What the classifier head reads: ``pooling``, or the backbone's ``default_pooling``."""
+        return self.pooling if self.pooling is not None else default_pooling(self.model)
+
     @classmethod
     def from_dict(cls, values: dict) -> "FinetuneConfig":
         """The config of a config.json (``asdict``), its adapter included."""
@@ -122,6 +132,10 @@ class RunResult:
     metrics: dict[str, float]  # every metric of the task after the last step
     steps: int  # optimizer steps
     train_loss: tuple[tuple[int, float], ...]  # (step, batch loss before that step's update), every log_every and the last
+    first_loss: float  # mean batch loss of the first loss_window(steps) steps (``fit_verdict``)
+    last_loss: float  # mean batch loss of the last loss_window(steps) steps
+    constant_loss: float  # the training loss of the best constant prediction on the seed's training rows
+    fitted: bool  # last_loss ≤ FIT_RATIO × min(first_loss, constant_loss): the run fitted its training data
     curve: tuple[tuple[int, float], ...]  # (steps done, main metric): 0, every eval_at, the last step
     n_train: int  # training examples (the few-shot draw, repeats counted)
     dropped_train: int  # train-split examples longer than max_seq_length
@@ -129,7 +143,7 @@ class RunResult:
     dropped_validation: int  # validation examples longer than max_seq_length
     trainable_params: int  # scalars the optimizer updates (per seed)
     adapted_layers: int | None  # layers with an adapter (None: full fine-tuning)
-    backbone: str  # backbone_note(model, num_layers)
+    backbone: str  # backbone_note(model, num_layers, pooling)
     device: str  # JAX platform (cpu, gpu, tpu)
     numerical_ranks: dict[str, int] | None  # per adapted layer, when asked (adapters.numerical_ranks)
     wall_time_s: float  # shared preparation (data, checkpoint) plus the whole program of this seed's chunk
@@ -151,6 +165,51 @@ class RunResult:
         values["train_loss"] = tuple((int(s), float(v)) for s, v in values["train_loss"])
         values["curve"] = tuple((int(s), float(v)) for s, v in values["curve"])
         return cls(**values)
+
+    @property
+    def learned(self) -> bool:
+        """Fitted, and the validation metric ended above its untrained value: a result."""
+        return bool(self.fitted and self.value > self.initial_value)
+
+
+FIT_RATIO = 0.5  # fitted: the last losses at most half of both the first ones and the constant predictor's
+
+
+def loss_window(steps: int) -> int:
+    """Steps averaged at each end of a run for its first and last loss: max(1, steps // 20)
+    (batch losses carry dropout and sampling noise; 25 steps of a 500-step run)."""
+    return max(1, int(steps) // 20)
+
+
+def constant_loss(task: glue.GlueTask, labels: np.ndarray) -> float:
+    """The loss of the best constant prediction on ``labels`` (N,): their variance for
+    regression (MSE of the mean), else the entropy of the label frequencies (cross-entropy of
+    the class prior). A run that does not beat it by far has not fitted its training data."""
+    labels = np.asarray(labels)
+    if task.is_regression:
+        return float(np.var(labels.astype(np.float64)))
+    _, counts = np.unique(labels, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def fit_verdict(losses: Sequence[float], constant: float, ratio: float = FIT_RATIO) -> tuple[float, float, bool]:
+    """(first, last, fitted) of a run's per-step batch losses.
+
+    first and last are the means of the first and last ``loss_window`` steps; fitted is
+    last ≤ ratio × min(first, constant): the training loss fell well below both where it
+    started and what predicting a constant gets. A run that fails it is not compared with
+    anything (chapters 5–7 count and exclude such runs).
+
+    Raises:
+      ValueError: no losses.
+    """
+    losses = np.asarray(losses, dtype=np.float64)
+    if losses.size == 0:
+        raise ValueError("a run without steps has no fit verdict")
+    w = loss_window(losses.size)
+    first, last = float(losses[:w].mean()), float(losses[-w:].mean())
+    return first, last, bool(np.isfinite(last) and last <= ratio * min(first, constant))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,12 +313,21 @@ def _compiled(graphdef, task: glue.GlueTask, tx: optax.GradientTransformation):
 
 
 EVAL_BATCH_SIZE = 128  # evaluation rows per batch (no gradients are kept, so larger than training's)
-# Padded lengths of training batches; None: max_seq_length only. Bucketing the training steps
-# too (``batching.bucket_lengths``) makes a step cost what its tokens cost (measured: 0.42× the
-# 128-token step on few-shot STS-B), but dropout masks are drawn for the padded shape, so a
-# seed's draws would then depend on the other seeds in its program (the bucket is the longest
-# row among them) and on the bucket edges. Off until dropout is independent of padding.
-TRAIN_BUCKETS: tuple[int, ...] | None = None
+# Training batches are padded to the bucket of their longest row (``batching.bucket_lengths`` of
+# max_seq_length), so a step costs what its tokens cost (measured: 0.42× the 128-token step on
+# few-shot STS-B, ``companion bench padding``). Dropout masks are indexed by token position
+# (``bert.dropout``), so a seed's draws do not depend on the padded length, on the bucket edges,
+# or on the seeds sharing its program. False pads every batch to max_seq_length (the authors').
+TRAIN_BUCKETS = True
+DROPOUT_TAG = 1_000_007  # training dropout keys: fold_in(fold_in(key(seed), DROPOUT_TAG), step)
+
+
+def dropout_keys(seed: int) -> jax.Array:
+    """The base key of a seed's training dropout, ``fold_in(key(seed), 1_000_007)``; step t uses
+    ``fold_in(base, t)``. Apart from every other draw of the seed: layer i's adapter factors
+    take ``fold_in(key(seed), i)`` (i < 1,000,000) and the compression gradient
+    ``compression_dropout_key``."""
+    return jax.random.fold_in(jax.random.key(seed), DROPOUT_TAG)
 
 
 def _device(batch: Batch) -> Batch:
@@ -316,7 +384,7 @@ def compression_dropout_key(seed: int) -> jax.Array:
     """The dropout key of compressed Deep LoRA's first gradient: ``fold_in(key(seed), 1_000_003)``.
 
     Derived from the run's seed only, and apart from the keys the seed's other draws use (layer i's
-    adapter factors take ``fold_in(key(seed), i)``, training dropout ``fold_in(key(seed), 7)``
+    adapter factors take ``fold_in(key(seed), i)``, training dropout ``dropout_keys(seed)``
     then the step). The authors (618c410, finetune.py) split theirs from ``PRNGKey(seed)`` the
     same way, as the key that then starts the training dropout stream.
     """
@@ -345,7 +413,7 @@ def build_model(config: FinetuneConfig, encoder: bert.BertModel, seed: int, firs
       (model, the NNX filter of what trains, the adapted layer names or None for full fine-tuning).
     """
     task = glue.TASKS[config.task]
-    model = bert.with_head(nnx.clone(encoder), task.num_labels)
+    model = bert.with_head(nnx.clone(encoder), task.num_labels, pooling=config.head_pooling)
     if config.adapter is None:
         return model, nnx.Param, None
     a = config.adapter
@@ -392,13 +460,31 @@ def choose_backbone(model: str, online: bool = False) -> str:
     return model
 
 
-def backbone_note(model_name: str, num_layers: int | None = None) -> str:
-    """How results name their backbone (arXiv:2406.04112 fine-tunes bert-base-cased)."""
+def default_pooling(model_name: str) -> str:
+    """What the new head reads on a backbone when the config names nothing (``bert.POOLINGS``).
+
+    "pooler", tanh(pooler(h_CLS)), for every BERT checkpoint: the paper's protocol
+    (transformers' ``FlaxBertForSequenceClassification``, the authors' models.py at 618c410).
+    "mean", the mean of the last hidden states, for the packaged all-MiniLM-L6-v2 only: a
+    sentence-embedding model trained with mean pooling, whose pooler was never trained (weight
+    std ≈ 0.009, spectral norm ≈ 0.35), so through it the frozen head can hardly reach STS-B's
+    0–5 labels with attention+MLP adapters. The departure was chosen by measurement against
+    adapting the pooler and training the head, on the same seeds (the book's reproducibility page).
+    """
+    return "mean" if model_name.lower() in bert.PACKAGED_MINILM else "pooler"
+
+
+def backbone_note(model_name: str, num_layers: int | None = None, pooling: str | None = None) -> str:
+    """How results name their backbone (arXiv:2406.04112 fine-tunes bert-base-cased) and, when it
+    is not the paper's pooler, what the head reads."""
+    pooling = default_pooling(model_name) if pooling is None else pooling
+    head = "" if pooling == "pooler" else "; the head reads the mean of the last hidden states, not the pooler"
     cut = "" if num_layers is None else f"; only its first {num_layers} encoder layer(s) kept"
     if model_name.lower() in bert.PACKAGED_MINILM:
         return ("all-MiniLM-L6-v2 (packaged offline; a sentence-embedding model, 6 layers, hidden 384, "
-                f"uncased — not the paper's bert-base-cased{cut})")
-    return model_name + (f" ({cut[2:]})" if cut else "")
+                f"uncased — not the paper's bert-base-cased{cut}{head})")
+    extra = (cut + head)[2:]
+    return model_name + (f" ({extra})" if extra else "")
 
 
 def check_run_dir(run_dir: str | Path | None) -> Path | None:
@@ -438,7 +524,8 @@ def fit(config: FinetuneConfig, seeds: Sequence[int] | None = None, *, log_every
     Evaluation visits the validation examples sorted by length in batches of
     ``eval_batch_size``, each padded to the bucket of its longest row (``batching.eval_batches``;
     no dropout, so the scores equal fixed-length ones up to rounding). Training batches are
-    padded to ``TRAIN_BUCKETS``.
+    padded the same way (``TRAIN_BUCKETS``); dropout masks are indexed by position, so a seed's
+    run does not depend on the padding either, up to rounding.
 
     Args:
       config: the setting (its ``seed`` is the default of ``seeds``).
@@ -482,7 +569,7 @@ def fit(config: FinetuneConfig, seeds: Sequence[int] | None = None, *, log_every
     data = _prepare(config)
     encoder = bert.pretrained_encoder(config.model, online=config.online, num_layers=config.num_layers)
     buckets = batching.bucket_lengths(config.max_seq_length)
-    train_buckets = TRAIN_BUCKETS or (config.max_seq_length,)
+    train_buckets = buckets if TRAIN_BUCKETS else (config.max_seq_length,)
     # Sorted by length, trimmed and on the device once, for every evaluation of every chunk.
     validation = batching.eval_batches(data.validation, min(int(eval_batch_size), len(data.validation.labels)),
                                        buckets)
@@ -504,7 +591,7 @@ def _fit_chunk(config: FinetuneConfig, data: _Data, encoder, seeds: list[int], *
     """One vectorised program: the seeds of ``seeds`` trained side by side."""
     start = time.perf_counter()
     task = data.task
-    params, heads, streams, n_train = [], [], [], []
+    params, heads, streams, n_train, constant = [], [], [], [], []
     graphdef = shared = names = None
     for seed in seeds:
         rows = _train_rows(config, data, seed)
@@ -517,6 +604,7 @@ def _fit_chunk(config: FinetuneConfig, data: _Data, encoder, seeds: list[int], *
         heads.append(h)
         streams.append(_prepend(first, stream))
         n_train.append(len(rows.labels))
+        constant.append(constant_loss(task, rows.labels))
     build_time = time.perf_counter() - start
     stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)  # noqa: E731
     params, heads = stack(params), stack(heads)
@@ -546,8 +634,8 @@ def _fit_chunk(config: FinetuneConfig, data: _Data, encoder, seeds: list[int], *
     initial = evaluate(params)
     curves = [[(0, m[task.main_metric])] for m in initial]
     watch(0, params)
-    keys = jnp.stack([jax.random.fold_in(jax.random.key(s), 7) for s in seeds])  # dropout keys per seed
-    losses, times, compile_time = [[] for _ in seeds], [], float("nan")
+    keys = jnp.stack([dropout_keys(s) for s in seeds])
+    losses, every, times, compile_time = [[] for _ in seeds], [], [], float("nan")
     evals = eval_at - {config.steps}
     bar = _progress(config.steps, progress, len(seeds))
     for t in range(config.steps):
@@ -557,6 +645,7 @@ def _fit_chunk(config: FinetuneConfig, data: _Data, encoder, seeds: list[int], *
         params, opt_state, values = vstep(params, opt_state, (heads, shared), batch,
                                           jax.vmap(lambda k: jax.random.fold_in(k, t))(keys))
         values = np.asarray(values)  # synchronises
+        every.append(values)
         if t == 0:
             compile_time = time.perf_counter() - t0  # includes compilation
         else:
@@ -576,15 +665,19 @@ def _fit_chunk(config: FinetuneConfig, data: _Data, encoder, seeds: list[int], *
     wall = prepare_time + time.perf_counter() - start
     step_time = float(np.median(times)) if times else float("nan")
     device = jax.devices()[0].platform
+    every = np.stack(every, axis=1)  # (seeds, steps)
+    verdicts = [fit_verdict(every[i], constant[i]) for i in range(len(seeds))]
     return [RunResult(
         task=config.task, method=config.method, seed=seed, metric=task.main_metric,
         value=final[i][task.main_metric], initial_value=initial[i][task.main_metric], metrics=final[i],
         steps=config.steps, train_loss=tuple(losses[i]),
+        first_loss=verdicts[i][0], last_loss=verdicts[i][1], constant_loss=constant[i], fitted=verdicts[i][2],
         curve=tuple(curves[i] + [(config.steps, final[i][task.main_metric])]),
         n_train=n_train[i], dropped_train=data.dropped_train, n_validation=len(labels),
         dropped_validation=data.dropped_validation, trainable_params=trainable_params,
         adapted_layers=None if names is None else len(names),
-        backbone=backbone_note(config.model, config.num_layers), device=device, numerical_ranks=ranks[i],
+        backbone=backbone_note(config.model, config.num_layers, config.head_pooling), device=device,
+        numerical_ranks=ranks[i],
         wall_time_s=wall, build_time_s=build_time, compile_time_s=compile_time, step_time_s=step_time,
     ) for i, seed in enumerate(seeds)]
 
@@ -645,5 +738,6 @@ def finetune(config: FinetuneConfig, run_dir: str | Path | None = None, progress
     return result
 
 
-__all__ = ["FULL", "METHODS", "FinetuneConfig", "RunResult", "backbone_note", "build_model", "check_run_dir",
-           "choose_backbone", "finetune", "fit", "loss_function", "optimizer", "step_functions"]
+__all__ = ["FIT_RATIO", "FULL", "METHODS", "FinetuneConfig", "RunResult", "backbone_note", "build_model",
+           "check_run_dir", "choose_backbone", "constant_loss", "dropout_keys", "finetune", "fit", "fit_verdict",
+           "loss_function", "loss_window", "optimizer", "step_functions"]

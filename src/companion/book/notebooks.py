@@ -20,7 +20,7 @@ NOTEBOOKS = ("01_theorem", "02_proof_verification", "03_compressed_trajectories"
 REQUIRED_PARAMETERS = ("profile", "results_dir", "force")
 ONLINE_ENV = "COMPANION_ONLINE"  # as companion.adapt.bert.ONLINE_ENV (not imported: no JAX in the runner)
 # Per-cell limits (papermill's execution_timeout): generous, but never papermill's "no limit".
-CELL_TIMEOUT_S = {"smoke": 600, "full": 4 * 3600}
+CELL_TIMEOUT_S = {"smoke": 1200, "full": 4 * 3600}
 
 
 @dataclass(frozen=True)

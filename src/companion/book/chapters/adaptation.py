@@ -1,12 +1,14 @@
 """What every fine-tuning run of chapters 5–7 shares, per profile.
 
 The full profile is the paper's protocol (arXiv:2406.04112, Deep LoRA experiments; the authors'
-deep-lora-transformers@618c410 scripts): all-dense targets, AdamW at 1e-4, batches of 16
-sequences of at most 128 tokens, the full validation split. The smoke profile runs the same
-code at toy size on a CPU: the first 2 of MiniLM's 6 layers, query-value targets, batches of 8
-sequences of at most 32 tokens (longer examples dropped, as the paper drops those over 128), a
-96-example validation subset and a larger step (1e-3) so that a few dozen steps move the
-adapters. Smoke numbers are regression checks of the code, not replications.
+deep-lora-transformers@618c410 scripts): bert-base-cased, all-dense targets, AdamW at 1e-4,
+batches of 16 sequences of at most 128 tokens, the full validation split. The smoke profile runs
+the same code at toy size on a CPU, sized so that its runs still fit their training data: the
+first 2 of MiniLM's 6 layers (whose head reads mean-pooled states, ``training.default_pooling``),
+query-value targets, batches of 16 sequences of at most 32 tokens (longer examples dropped, as
+the paper drops those over 128), a larger step (1e-3) so that 60 steps fit a few-shot set, and
+the first 500 kept validation examples (Pearson's standard error ≤ (1 − ρ²)/√499 < 0.045).
+Smoke numbers are regression checks of the code, not replications.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import dataclasses
 from typing import Any
 
 from companion.adapt.adapters import AdapterConfig
-from companion.adapt.training import FinetuneConfig
+from companion.adapt.training import FinetuneConfig, RunResult
 from companion.book.profiles import check_profile_name
 
 # Most seeds in one vectorised program. Full: wide all-dense Deep LoRA on BERT-base holds ~195M
 # adapter parameters per seed (~3 GB with the gradient and AdamW's two moments), so 5 seeds at a
 # time fit an 80 GB GPU. Smoke: every seed at once.
 PARALLEL = {"smoke": None, "full": 5}
+SMOKE_EVAL_EXAMPLES = 500  # validation examples of smoke runs: Pearson's standard error < 0.045
+SMOKE_STEPS = 60  # steps of every smoke run: enough for 2 MiniLM layers at 1e-3 to fit 16–64 examples
 
 
 def base(profile: str, *, model: str | None = None, **changes: Any) -> FinetuneConfig:
@@ -44,7 +48,7 @@ def base(profile: str, *, model: str | None = None, **changes: Any) -> FinetuneC
                             targets="query-value" if profile == "smoke" else "all-dense")
     if profile == "smoke":
         config = FinetuneConfig(task="stsb", adapter=adapter, model="minilm", num_layers=2, max_seq_length=32,
-                                batch_size=8, lr=1e-3, eval_examples=96)
+                                batch_size=16, lr=1e-3, eval_examples=SMOKE_EVAL_EXAMPLES)
     else:
         # The paper's backbone (arXiv:2406.04112; the authors' configs.py at 618c410: bert-base-cased).
         config = FinetuneConfig(task="stsb", adapter=adapter, model="bert-base-cased", num_layers=None,
@@ -80,3 +84,24 @@ def smoke_note(stamp: str) -> str:
         return ""
     return ("**Smoke run: a check of the code at toy size, not a result.** Its scores are not comparable with "
             "the paper's; the full profile is the comparison.\n")
+
+
+def run_row(result: RunResult, **fields: Any) -> dict:
+    """One run as a chapter stores it: ``fields`` (method, samples, …), its seed and score, and
+    its fit verdict (``training.fit_verdict``), so no comparison is drawn from runs that did not fit."""
+    return dict(**fields, seed=result.seed, value=result.value, initial_value=result.initial_value,
+                first_loss=result.first_loss, last_loss=result.last_loss, fitted=result.fitted)
+
+
+def fitted_count(rows: list[dict], **where: Any) -> tuple[int, int]:
+    """(runs that fitted their training data, runs) among ``rows`` matching ``where``."""
+    keep = [r for r in rows if all(r[k] == v for k, v in where.items())]
+    return sum(bool(r["fitted"]) for r in keep), len(keep)
+
+
+def not_drawn(rows: list[dict], **where: Any) -> str | None:
+    """None when every run matching ``where`` fitted; else why a comparison of them is not drawn."""
+    fitted, total = fitted_count(rows, **where)
+    if fitted == total:
+        return None
+    return f"not drawn: {total - fitted} of {total} runs did not fit their training data"

@@ -52,9 +52,12 @@ def config(profile: str, *, seeds: int | None = None, online: bool = False, mode
     check_profile_name(profile)
     parallel = adaptation.PARALLEL[profile]
     if profile == "smoke":
-        cfg = Config(base=adaptation.base(profile, online=online, model=model, steps=30), samples=(16, 64), seeds=2,
-                     ranks=(8, 32), rank_seeds=2, rank_samples=16, rank_steps=30, compare_samples=16,
-                     compare_steps=30, compare_eval_every=5, parallel=parallel)
+        # Smoke: the few-shot curve runs long enough to fit (its claims need it); the rank sweep and
+        # the variant comparison, which claim nothing at this size, run half as long.
+        steps = adaptation.SMOKE_STEPS
+        cfg = Config(base=adaptation.base(profile, online=online, model=model, steps=steps), samples=(16, 32),
+                     seeds=2, ranks=(8, 32), rank_seeds=2, rank_samples=16, rank_steps=steps // 2,
+                     compare_samples=16, compare_steps=steps // 2, compare_eval_every=5, parallel=parallel)
     else:
         cfg = Config(base=adaptation.base(profile, online=online, model=model, steps=500), samples=(16, 64, 256), seeds=20,
                      ranks=(8, 16, 32, 64), rank_seeds=5, rank_samples=16, rank_steps=200, compare_samples=16,
@@ -67,10 +70,11 @@ class Result:
     """Everything the chapter plots.
 
     Attributes:
-      curve: one row per (method, samples, seed): value (validation Pearson), initial_value.
+      curve: one row per (method, samples, seed), ``adaptation.run_row``: value (validation
+        Pearson), initial_value, first_loss, last_loss, fitted.
       ranks: {method: numerical rank of every adapted ΔW} at the largest sample size, seed 0.
-      rank_sweep: one row per (method, rank, seed): value.
-      compare: {variant: {"curve": [(step, score)], "loss": [(step, loss)]}} for VARIANTS.
+      rank_sweep: one row per (method, rank, seed), ``adaptation.run_row``.
+      compare: {variant: {"curve": [(step, score)], "loss": [(step, loss)], "fitted": bool}} for VARIANTS.
       backbone: the backbone's description; n_validation: validation examples scored.
     """
 
@@ -93,15 +97,14 @@ def run(cfg: Config) -> Result:
         for method in ("lora", cfg.deep_method):
             runs = training.fit(adaptation.vary(base, method=method, samples=n), list(range(cfg.seeds)),
                                 numerical_ranks=n == max(cfg.samples), parallel=cfg.parallel)
-            curve += [dict(method=method, samples=n, seed=r.seed, value=r.value, initial_value=r.initial_value)
-                      for r in runs]
+            curve += [adaptation.run_row(r, method=method, samples=n) for r in runs]
             if runs[0].numerical_ranks is not None:
                 ranks[method] = list(runs[0].numerical_ranks.values())  # seed 0
     sweep = []
     for rank in cfg.ranks:  # paper: narrow depth-3 Deep LoRA of width r against vanilla LoRA of rank r
         for method in ("lora", "deep-lora-narrow"):
             c = adaptation.vary(base, method=method, rank=rank, steps=cfg.rank_steps, samples=cfg.rank_samples)
-            sweep += [dict(method=method, rank=rank, seed=r.seed, value=r.value)
+            sweep += [adaptation.run_row(r, method=method, rank=rank)
                       for r in training.fit(c, list(range(cfg.rank_seeds)), parallel=cfg.parallel)]
     evals = tuple(range(cfg.compare_eval_every, cfg.compare_steps, cfg.compare_eval_every))
     variants = {"compressed": dict(method="deep-lora-compressed", inner_lr=cfg.compressed_inner_lr, gamma=cfg.gamma),
@@ -110,16 +113,18 @@ def run(cfg: Config) -> Result:
     for name, changes in variants.items():
         c = adaptation.vary(base, steps=cfg.compare_steps, samples=cfg.compare_samples, **changes)
         (r,) = training.fit(c, [0], log_every=1, eval_at=evals)
-        compare[name] = {"curve": [tuple(p) for p in r.curve], "loss": [tuple(p) for p in r.train_loss]}
+        compare[name] = {"curve": [tuple(p) for p in r.curve], "loss": [tuple(p) for p in r.train_loss],
+                         "fitted": r.fitted}
     return Result(config=cfg, curve=curve, ranks=ranks, rank_sweep=sweep, compare=compare,
-                  backbone=training.backbone_note(base.model, base.num_layers), n_validation=runs[0].n_validation,
+                  backbone=training.backbone_note(base.model, base.num_layers, base.head_pooling), n_validation=runs[0].n_validation,
                   wall_time_s=time.perf_counter() - start)
 
 
-def scores(rows: list[dict], method: str, **where) -> np.ndarray:
-    """The values of ``method``'s rows matching ``where`` (e.g. samples=16), in seed order."""
+def scores(rows: list[dict], method: str, key: str = "value", **where) -> np.ndarray:
+    """The ``key`` (default: the score) of ``method``'s rows matching ``where`` (e.g. samples=16),
+    in seed order."""
     keep = [r for r in rows if r["method"] == method and all(r[k] == v for k, v in where.items())]
-    return np.array([r["value"] for r in sorted(keep, key=lambda r: r["seed"])])
+    return np.array([r[key] for r in sorted(keep, key=lambda r: r["seed"])])
 
 
 def summary(result: Result) -> dict[str, float | int]:
@@ -127,7 +132,10 @@ def summary(result: Result) -> dict[str, float | int]:
     cfg, deep = result.config, result.config.deep_method
     n_min = min(cfg.samples)
     delta = scores(result.curve, deep, samples=n_min) - scores(result.curve, "lora", samples=n_min)  # paired
+    runs = result.curve + result.rank_sweep + [dict(fitted=v["fitted"]) for v in result.compare.values()]
     out = dict(seeds=cfg.seeds, rank_seeds=cfg.rank_seeds, n_validation=result.n_validation,
+               runs=len(runs), runs_fitted=sum(bool(r["fitted"]) for r in runs),
+               curve_runs=len(result.curve), curve_fitted=adaptation.fitted_count(result.curve)[0],
                delta_smallest_n_mean=delta.mean(), delta_smallest_n_std=delta.std(),
                mean_rank_vanilla=float(np.mean(result.ranks["lora"])), mean_rank_deep=float(np.mean(result.ranks[deep])),
                study_time_s=result.wall_time_s)
@@ -135,6 +143,8 @@ def summary(result: Result) -> dict[str, float | int]:
         for method, name in (("lora", "vanilla"), (deep, "deep")):
             out[f"{name}_n{n}_mean"] = scores(result.curve, method, samples=n).mean()
             out[f"{name}_n{n}_std"] = scores(result.curve, method, samples=n).std()
+            out[f"{name}_n{n}_fitted"] = adaptation.fitted_count(result.curve, method=method, samples=n)[0]
+            out[f"{name}_n{n}_initial"] = scores(result.curve, method, samples=n, key="initial_value").mean()
     for rank in cfg.ranks:
         out[f"rank{rank}_vanilla_mean"] = scores(result.rank_sweep, "lora", rank=rank).mean()
         out[f"rank{rank}_deep_narrow_mean"] = scores(result.rank_sweep, "deep-lora-narrow", rank=rank).mean()
@@ -181,7 +191,11 @@ def table(result: Result, stamp: str) -> str:
     n_min, curve = min(cfg.samples), PAPER["curve"]
     rows = "\n".join(f"| n = {n} | {_pm(curve['lora'].get(n))} / {_pm(curve['deep'].get(n))} | "
                      f"{m[f'vanilla_n{n}_mean']:.3f} ± {m[f'vanilla_n{n}_std']:.3f} / "
-                     f"{m[f'deep_n{n}_mean']:.3f} ± {m[f'deep_n{n}_std']:.3f} |" for n in cfg.samples)
+                     f"{m[f'deep_n{n}_mean']:.3f} ± {m[f'deep_n{n}_std']:.3f} | "
+                     f"{m[f'vanilla_n{n}_fitted']} / {m[f'deep_n{n}_fitted']} of {cfg.seeds} |" for n in cfg.samples)
+    pair = [r for r in result.curve if r["samples"] == n_min]
+    why = adaptation.not_drawn(pair)
+    delta = why or f"{m['delta_smallest_n_mean']:+.3f} ± {m['delta_smallest_n_std']:.3f}"
     rank_rows = "\n".join(f"| r = {k} | {_pm(PAPER['ranks']['lora'].get(k))} / {_pm(PAPER['ranks']['deep'].get(k))} | "
                           f"{m[f'rank{k}_vanilla_mean']:.3f} / {m[f'rank{k}_deep_narrow_mean']:.3f} |" for k in cfg.ranks)
     steps = [s for s, _ in result.compare["wide"]["curve"]]
@@ -193,10 +207,13 @@ def table(result: Result, stamp: str) -> str:
     return adaptation.smoke_note(stamp) + f"""
 **Backbone:** {result.backbone}. Validation Pearson on {result.n_validation} pairs; {stamp}.
 
-| few-shot STS-B, vanilla r=8 / Deep LoRA, mean ± std | paper ({LOGS}) | ours ({cfg.seeds} seeds, {cfg.base.steps} steps) |
-|---|---|---|
+{m['runs_fitted']} of {m['runs']} runs fitted their training data (last training losses at most half of both
+their first ones and the best constant prediction's); comparisons are drawn from fitted runs only.
+
+| few-shot STS-B, vanilla r=8 / Deep LoRA, mean ± std | paper ({LOGS}) | ours ({cfg.seeds} seeds, {cfg.base.steps} steps) | runs fitted |
+|---|---|---|---|
 {rows}
-| Δ = deep − vanilla at n = {n_min}, paired | {PAPER['delta_n16'].value:+.3f} | {m['delta_smallest_n_mean']:+.3f} ± {m['delta_smallest_n_std']:.3f} |
+| Δ = deep − vanilla at n = {n_min}, paired | {PAPER['delta_n16'].value:+.3f} | {delta} | |
 
 | numerical rank of ΔW (σ > 1e-3), seed 0 | paper (n=256, 500 steps) | ours (n={max(cfg.samples)}, {cfg.base.steps} steps) |
 |---|---|---|
@@ -220,13 +237,25 @@ def check_claims(metrics: dict, profile: str) -> list[claims.Claim]:
     claims.require(metrics, "mean_rank_vanilla", "mean_rank_deep", "delta_smallest_n_mean",
                    f"rank{r_min}_vanilla_mean", f"rank{r_max}_vanilla_mean")
     vanilla, deep = metrics["mean_rank_vanilla"], metrics["mean_rank_deep"]
+    claims.require(metrics, "runs", "runs_fitted", "curve_runs", "curve_fitted",
+                   *(f"{name}_n{n}_{k}" for n in cfg.samples for name in ("vanilla", "deep") for k in ("mean", "initial")))
+    rises = {name: np.mean([metrics[f"{name}_n{n}_mean"] - metrics[f"{name}_n{n}_initial"] for n in cfg.samples])
+             for name in ("vanilla", "deep")}
     out = [
         claims.claim("every number is finite", all(np.isfinite(v) for v in metrics.values())),
+        claims.claim("every run of the few-shot curve fitted its training data (last loss ≤ half its first and the "
+                     "constant predictor's)", metrics["curve_fitted"] == metrics["curve_runs"],
+                     f"{metrics['curve_fitted']} of {metrics['curve_runs']}"),
+        claims.claim("validation Pearson rises above the untrained model's for both methods (mean over the curve's "
+                     "sizes and seeds ≥ +0.05)", all(v >= 0.05 for v in rises.values()),
+                     ", ".join(f"{k} {v:+.3f}" for k, v in rises.items())),
         claims.claim(f"vanilla LoRA's updates fill their rank {rank}", vanilla == rank, f"mean {vanilla:.2f}"),
         claims.claim("Deep LoRA's updates have low numerical rank (mean ≤ vanilla's − 2)", deep <= vanilla - 2,
                      f"{deep:.2f} vs {vanilla:.2f}"),
     ]
     if profile == "full":
+        out.append(claims.claim("every run fitted its training data", metrics["runs_fitted"] == metrics["runs"],
+                                f"{metrics['runs_fitted']} of {metrics['runs']}"))
         d = metrics["delta_smallest_n_mean"]
         v_lo, v_hi = metrics[f"rank{r_min}_vanilla_mean"], metrics[f"rank{r_max}_vanilla_mean"]
         n_lo, n_hi = metrics[f"rank{r_min}_deep_narrow_mean"], metrics[f"rank{r_max}_deep_narrow_mean"]
