@@ -46,7 +46,7 @@ def table() -> str:
     fitted = last ≤ half of both first and the constant predictor's loss (``training.fit_verdict``)."""
     import numpy as np
 
-    from companion.adapt import glue, training
+    from companion.adapt import training
 
     rows = ["| head input | method | seed | loss first → last (constant) | fitted | Pearson at 0 / 50 / 100 / 200 |",
             "|---|---|---|---|---|---|"]
