@@ -53,3 +53,15 @@ def test_run_padding_reports_the_ratio_of_whole_runs(monkeypatch):
     assert "7 steps" in out["run_setting"]
     monkeypatch.setattr(lora, "_subprocess", lambda *args: {"error": "boom"} if args[0] == "run" else {})
     assert lora.run_padding(steps=7, repeats=3)["run_wall_time_jax_over_peft"] is None
+
+
+def test_embedding_benchmark_is_a_bench_choice_and_runs_both_adapters(monkeypatch):
+    from companion import cli
+    from companion.bench import lora
+
+    assert cli._build_parser().parse_args(["bench", "embedding"]).what == "embedding"
+    calls = []
+    monkeypatch.setattr(lora, "_subprocess", lambda *args: calls.append(args) or {"method": args[1]})
+    out = lora.run_embedding(repeats=4)
+    assert calls == [("embedding-step", "deep-lora", "4"), ("embedding-step", "lora", "4")]
+    assert [r["method"] for r in out["results"]] == ["deep-lora", "lora"] and out["cpu_cores"] >= 1

@@ -163,3 +163,55 @@ def test_embedding_lookup_gathers_rows_and_scatters_their_gradient():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     unseen = np.setdiff1d(np.arange(50), np.asarray(ids))
     assert float(jnp.abs(got[0][:, unseen]).max()) == 0.0 and float(jnp.abs(got[0][:, [0, 3, 7, 49]]).min()) > 0
+
+
+def test_restricted_chain_trains_the_same_numbers_on_its_columns():
+    """restrict(columns): the lookup and ΔW are unchanged, the trained factor is (k, m), and an
+    AdamW step on a batch whose tokens are among the columns gives the whole chain's step exactly
+    (columns never looked up have zero gradient and zero moments, so zero update)."""
+    import optax
+    from flax import nnx
+
+    fs = lora.deep_factors(jax.random.key(5), 40, 6, 6, 3, 0.3)
+    ids = jnp.asarray([[3, 7, 7, 11], [11, 20, 3, 0]])
+    target = jax.random.normal(jax.random.key(6), ids.shape + (6,), jnp.float32)
+    columns = np.array([0, 3, 7, 11, 20, 33])  # the tokens training can see (33 never appears)
+    tx = optax.adamw(1e-2, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.0)
+
+    def train(restrict: bool, steps: int = 3):
+        chain = lora.FactorChain(fs)
+        if restrict:
+            chain.restrict(columns)
+            assert chain.restricted and chain.factors[0][...].shape == (6, 6) and chain.in_features == 40
+        graphdef, params, rest = nnx.split(chain, lora.AdapterParam, ...)
+        opt = tx.init(params)
+        loss = lambda p: jnp.mean((nnx.merge(graphdef, p, rest).lookup(ids) - target) ** 2)  # noqa: E731
+        for _ in range(steps):
+            updates, opt = tx.update(jax.grad(loss)(params), opt, params)
+            params = optax.apply_updates(params, updates)
+        return nnx.merge(graphdef, params, rest)
+
+    whole, part = train(False), train(True)
+    np.testing.assert_array_equal(part.delta(), whole.delta())
+    np.testing.assert_array_equal(part.lookup(ids), whole.lookup(ids))
+    for a, b in zip(part.full_factors(), whole.full_factors()):
+        np.testing.assert_array_equal(a, b)
+    unseen = np.setdiff1d(np.arange(40), np.asarray(ids))
+    np.testing.assert_array_equal(np.asarray(part.first())[:, unseen], np.asarray(fs[0])[:, unseen])
+    part.unrestrict()
+    assert not part.restricted and part.factors[0][...].shape == (6, 40)
+    np.testing.assert_array_equal(part.factors[0][...], whole.factors[0][...])
+    assert type(lora.FactorChain(fs, outer=(True, False, True)).factors[0]) is lora.OuterAdapterParam
+    outer = lora.FactorChain(fs, outer=(True, False, True))
+    outer.restrict(columns)
+    assert type(outer.factors[0]) is lora.OuterAdapterParam  # compressed Deep LoRA keeps its step group
+
+
+def test_restrict_refuses_bad_columns():
+    chain = lora.FactorChain(lora.lora_factors(jax.random.key(0), 10, 4, 2))
+    for bad in ([], [3, 3], [-1], [10], [[1, 2]]):
+        with pytest.raises(ValueError, match="distinct indices"):
+            chain.restrict(bad)
+    chain.restrict([1, 2])
+    with pytest.raises(ValueError, match="neither restricted nor merged"):
+        chain.restrict([1, 2])

@@ -28,6 +28,19 @@ def test_fewshot_curve_columns_are_means_and_stds_over_seeds():
     assert cols["seeds"] == [3, 3, 3, 3] and "profile=test" in _texts(fig)
 
 
+def test_points_with_runs_that_did_not_fit_are_crossed_out_and_counted():
+    rows = [dict(method=m, rank=r, seed=s, value=0.1 * s, fitted=not (m == "deep-lora-narrow" and r == 32 and s == 0))
+            for m in ("lora", "deep-lora-narrow") for r in (8, 32) for s in range(2)]
+    fig, cols = plotting.rank_robustness(rows, {}, "s")
+    assert cols["fitted"] == [2, 2, 2, 1] and cols["seeds"] == [2, 2, 2, 2]
+    ax = fig.axes[0]
+    crosses = [line for line in ax.lines if line.get_marker() == "x"]
+    assert len(crosses) == 1 and list(crosses[0].get_xdata()) == [32]
+    assert "not every run fitted: no result" in [t.get_text() for t in ax.get_legend().get_texts()]
+    _, clean = plotting.rank_robustness([dict(r, fitted=True) for r in rows], {}, "s")
+    assert clean["fitted"] == [2, 2, 2, 2]
+
+
 def test_rank_histogram_counts_every_layer():
     fig, cols = plotting.rank_histogram({"lora": [8, 8, 8], "deep-lora": [0, 0, 3]}, 8, "s")
     counts = {(m, r): c for m, r, c in zip(cols["method"], cols["rank"], cols["layers"])}

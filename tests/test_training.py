@@ -406,3 +406,36 @@ def test_dropout_stream_is_apart_from_every_adapter_key():
     assert all(not np.array_equal(base, data(jax.random.fold_in(jax.random.key(3), i))) for i in range(80))
     assert not np.array_equal(base, data(training.compression_dropout_key(3)))
     assert not np.array_equal(base, data(training.dropout_keys(4)))
+
+
+# ---- embedding tables train only the rows training can look up --------------------------------
+
+
+def test_trained_columns_are_the_tokens_positions_and_types_of_the_training_rows():
+    data = training._prepare(TINY)
+    rows = [training._train_rows(TINY, data, s) for s in (0, 1)]
+    cols = training.trained_columns(TINY, rows)
+    ids = np.concatenate([np.asarray(r.input_ids).ravel() for r in rows])
+    np.testing.assert_array_equal(cols["embeddings.word_embeddings"], np.unique(ids))
+    assert 0 in cols["embeddings.word_embeddings"] and len(cols["embeddings.word_embeddings"]) < 1000  # padding too
+    np.testing.assert_array_equal(cols["embeddings.position_embeddings"], np.arange(TINY.max_seq_length))
+    np.testing.assert_array_equal(cols["embeddings.token_type_embeddings"], [0, 1])
+
+
+def test_restricted_embedding_rows_change_no_number(monkeypatch, tmp_path):
+    """Wide Deep LoRA on the word-embedding table trains a (384, m) factor instead of (384, 30522)
+    and gives the whole table's run: same losses, scores and ranks, and the saved adapter whole."""
+    config = vary(TINY, method="deep-lora", targets=["word_embeddings", "position_embeddings", "layer.0.attention.self.query"],
+                  steps=3, init_scale=0.3)
+    runs = {}
+    for flag in (False, True):
+        monkeypatch.setattr(training, "RESTRICT_EMBEDDINGS", flag)
+        runs[flag] = fit(config, [0, 1], log_every=1, numerical_ranks=True)
+    for whole, part in zip(runs[False], runs[True]):
+        np.testing.assert_allclose([v for _, v in part.train_loss], [v for _, v in whole.train_loss], rtol=1e-6)
+        assert part.value == pytest.approx(whole.value, abs=1e-6) and part.numerical_ranks == whole.numerical_ranks
+        assert part.trainable_params == whole.trainable_params  # the adapters' size, not the trained columns'
+    result = finetune(vary(config, steps=2), tmp_path / "run")
+    from safetensors.numpy import load_file
+    saved = load_file(str(tmp_path / "run" / "adapter" / adapters.WEIGHTS_FILE))
+    assert saved["embeddings.word_embeddings.adapter.0"].shape == (384, 30522) and result.steps == 2

@@ -1,15 +1,26 @@
-"""Few-shot STS-B on the packaged MiniLM: vanilla LoRA against wide and compressed Deep LoRA.
+"""Few-shot STS-B on the packaged MiniLM: vanilla LoRA against wide and compressed Deep LoRA,
+with today's code and with the code before the fidelity fixes.
 
 The paper's few-shot protocol (arXiv:2406.04112, few-shot STS-B; the authors' stsb_fewshot.py at
 deep-lora-transformers@618c410): all-dense targets, rank 8, 500 steps, AdamW at 1e-4, batch 16, at
 most 128 tokens, the whole validation split; compressed Deep LoRA with inner step 1e-2 and
 γ = 0.01. The backbone is all-MiniLM-L6-v2 (a sentence-embedding model, not the paper's
-bert-base-cased; its head reads mean-pooled states, ``training.default_pooling``).
+bert-base-cased; today its head reads mean-pooled states, ``training.default_pooling``).
 
-Resumable: every finished setting appends one JSON line per seed to records.jsonl (its config,
-the package revision, the ``RunResult``); a setting whose seeds are all recorded is skipped.
+"Before" is the package at revision 3816342, the last one before the runs were made faithful
+to the authors' code and able to learn: a N(0, 0.02²) head drawn per seed and reading MiniLM's
+untrained pooler, LoRA's Gaussian factor on the input side, the compression gradient without
+dropout, every batch padded to 128 tokens with dropout drawn for that shape. Its runs log every
+step's loss so that their fit verdict is computed exactly as today's (``training.fit_verdict``).
+
+Resumable: every finished run (one seed of one setting) appends one JSON line to records.jsonl
+(records-before.jsonl for the old code) with its config, the code revision and the ``RunResult``
+as soon as it ends; recorded runs are skipped.
 
     COMPANION_DATA_DIR=../shared/data/glue python reports/fewshot-minilm/run.py [--seeds 3]
+    git worktree add /tmp/before 3816342
+    COMPANION_DATA_DIR=../shared/data/glue python reports/fewshot-minilm/run.py --code /tmp/before
+    python reports/fewshot-minilm/run.py --table
 """
 
 from __future__ import annotations
@@ -19,26 +30,31 @@ import dataclasses
 import hashlib
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-from companion.adapt.adapters import AdapterConfig
-from companion.adapt.training import FinetuneConfig, fit
-
 HERE = Path(__file__).resolve().parent
 RECORDS = HERE / "records.jsonl"
+BEFORE_RECORDS = HERE / "records-before.jsonl"
+BEFORE_REVISION = "3816342"
 SAMPLES = (16, 64)
 METHODS = ("lora", "deep-lora-compressed", "deep-lora")
 
 
 def settings(samples=SAMPLES, methods=METHODS):
-    """The grid, smallest sample size first (the paper's headline n = 16)."""
-    for n in samples:
-        for method in methods:
-            compressed = method == "deep-lora-compressed"
-            yield FinetuneConfig(task="stsb", adapter=AdapterConfig(method=method, rank=8, targets="all-dense"),
-                                 samples=n, steps=500, model="minilm", lr=1e-4, batch_size=16, max_seq_length=128,
-                                 inner_lr=1e-2 if compressed else None, gamma=0.01)
+    """The grid, cheapest runs first: vanilla and compressed at every n, then the wide Deep LoRA
+    (its 384-wide factors on all 38 layers make a step about 5x the others' on a CPU)."""
+    cheap = [m for m in methods if m != "deep-lora"]
+    order = [(n, m) for n in samples for m in cheap] + [(n, m) for n in samples for m in methods if m == "deep-lora"]
+    from companion.adapt.adapters import AdapterConfig
+    from companion.adapt.training import FinetuneConfig
+
+    for n, method in order:
+        compressed = method == "deep-lora-compressed"
+        yield FinetuneConfig(task="stsb", adapter=AdapterConfig(method=method, rank=8, targets="all-dense"),
+                             samples=n, steps=500, model="minilm", lr=1e-4, batch_size=16, max_seq_length=128,
+                             inner_lr=1e-2 if compressed else None, gamma=0.01)
 
 
 def key(config: FinetuneConfig, seed: int) -> str:
@@ -47,33 +63,104 @@ def key(config: FinetuneConfig, seed: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def revision() -> str:
+def revision(where: Path = HERE) -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=HERE).stdout.strip() or "unknown"
+                              cwd=where).stdout.strip() or "unknown"
     except OSError:
         return "unknown"
+
+
+def _records(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise SystemExit(f"{path}:{number} is not a whole JSON record (a run cut while writing?); "
+                             "delete that line and rerun to redo the run") from None
+    return out
+
+
+def _verdict(record: dict) -> tuple[float, float, float, bool]:
+    """(first, last, constant, fitted) of a record, the same way for both revisions: the old code
+    logged every step and carried no verdict, so it is computed here with today's ``fit_verdict``
+    and the constant predictor of the seed's few-shot labels (the draw is the same in both)."""
+    from companion.adapt import glue, training
+
+    r = record["result"]
+    if "fitted" in r:
+        return r["first_loss"], r["last_loss"], r["constant_loss"], r["fitted"]
+    config = training.FinetuneConfig.from_dict(record["config"])
+    labels = training._train_rows(config, training._prepare(config), r["seed"]).labels
+    constant = training.constant_loss(glue.TASKS["stsb"], labels)
+    first, last, fitted = training.fit_verdict([v for _, v in r["train_loss"]], constant)
+    return first, last, constant, fitted
+
+
+def table() -> str:
+    """Both record files as one Markdown table: per setting and revision, the seeds, how many
+    fitted, mean training loss first → last, and validation Pearson per seed (untrained → trained)."""
+    import numpy as np
+
+    rows = ["| n | method | code | seeds | fitted | train loss first → last (constant) | Pearson per seed (untrained → trained) | mean Pearson |",
+            "|---|---|---|---|---|---|---|---|"]
+    for path, name in ((RECORDS, "today"), (BEFORE_RECORDS, f"before ({BEFORE_REVISION})")):
+        groups: dict[tuple[int, str], list[dict]] = {}
+        for rec in _records(path):
+            groups.setdefault((rec["config"]["samples"], rec["result"]["method"]), []).append(rec)
+        for (n, method), recs in sorted(groups.items(), key=lambda kv: (kv[0][0], METHODS.index(kv[0][1]))):
+            recs.sort(key=lambda rec: rec["result"]["seed"])
+            verdicts = [_verdict(rec) for rec in recs]
+            first, last, constant = (float(np.mean([v[i] for v in verdicts])) for i in range(3))
+            pearson = [rec["result"]["value"] for rec in recs]
+            per_seed = ", ".join(f"{rec['result']['initial_value']:.3f} → {rec['result']['value']:.3f}" for rec in recs)
+            rows.append(f"| {n} | {method} | {name} | {len(recs)} | {sum(v[3] for v in verdicts)} of {len(recs)} "
+                        f"| {first:.2f} → {last:.3f} ({constant:.2f}) | {per_seed} | {np.mean(pearson):.3f} |")
+    return "\n".join(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--code", type=Path, default=None,
+                        help=f"a checkout of revision {BEFORE_REVISION} (git worktree add DIR {BEFORE_REVISION}): "
+                             "run the old code, into records-before.jsonl")
+    parser.add_argument("--table", action="store_true", help="print the records as a table and stop")
     args = parser.parse_args()
-    done = {json.loads(line)["key"] for line in RECORDS.read_text().splitlines()} if RECORDS.exists() else set()
+    if args.table:
+        print(table())
+        return
+    records, log_every, rev = RECORDS, 10, revision()
+    if args.code is not None:
+        src = args.code.resolve() / "src"
+        if not (src / "companion").is_dir():
+            raise SystemExit(f"--code {args.code}: no src/companion there; make one with "
+                             f"git worktree add {args.code} {BEFORE_REVISION}")
+        rev = revision(args.code.resolve())
+        if not BEFORE_REVISION.startswith(rev[:7]) and not rev.startswith(BEFORE_REVISION):
+            raise SystemExit(f"--code {args.code} is at {rev}, not {BEFORE_REVISION}")
+        sys.path.insert(0, str(src))
+        records, log_every = BEFORE_RECORDS, 1  # every step's loss: the verdict is computed as today's
+    import companion
+    from companion.adapt.training import fit
+
+    print(f"code: {Path(companion.__file__).parent} at {rev}", flush=True)
+    done = {rec["key"] for rec in _records(records)}
     seeds = list(range(args.seeds))
     for config in settings():
         todo = [s for s in seeds if key(config, s) not in done]
-        if not todo:
-            continue
-        start = time.perf_counter()
-        results = fit(config, todo, log_every=10)
-        with RECORDS.open("a") as f:
-            for r in results:
-                f.write(json.dumps({"key": key(config, r.seed), "revision": revision(),
+        for seed in todo:  # one seed per program: each finished run is stored before the next starts
+            start = time.perf_counter()
+            (r,) = fit(config, [seed], log_every=log_every)
+            with records.open("a") as f:
+                f.write(json.dumps({"key": key(config, r.seed), "revision": rev,
                                     "config": dataclasses.asdict(config), "result": r.to_dict()}) + "\n")
-        print(f"{config.method} n={config.samples}: seeds {todo} in {time.perf_counter() - start:.0f} s; "
-              + ", ".join(f"{r.first_loss:.2f}→{r.last_loss:.3f} {'fitted' if r.fitted else 'NOT fitted'} "
-                          f"r={r.value:.3f}" for r in results), flush=True)
+            print(f"{config.method} n={config.samples} seed {seed} in {time.perf_counter() - start:.0f} s: "
+                  f"loss {r.train_loss[0][1]:.2f}→{r.train_loss[-1][1]:.3f} r={r.initial_value:.3f}→{r.value:.3f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

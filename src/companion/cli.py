@@ -7,7 +7,7 @@
                        [--rank-estimate R̂] [--gamma G] [--lr ETA] [--scale EPS] [--steps T]
                        [--tol TOL] [--seed S] --json
     companion bench completion [--quick]
-    companion bench lora
+    companion bench {lora,deep-lora,seeds,padding,embedding}
     companion finetune --task TASK --method lora --samples N --steps S --seed K --rank R
                        --targets {query-value,attention-mlp,all-dense} [--model NAME_OR_PATH]
                        [--lr LR] [--batch-size B] [--max-seq-length T] [--data-dir DIR] --json
@@ -90,7 +90,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cm.add_argument("--json", action="store_true", help="print one JSON object")
 
     bn = sub.add_parser("bench", help="speed benchmarks, printed as JSON")
-    bn.add_argument("what", choices=("completion", "lora", "deep-lora", "seeds", "padding"))
+    bn.add_argument("what", choices=("completion", "lora", "deep-lora", "seeds", "padding", "embedding"))
     bn.add_argument("--quick", action="store_true", help="smaller sizes, for a fast check")
 
     # Defaults and choices of `finetune` come from the dataclasses: one copy of every setting.
@@ -319,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from companion.bench import lora as lora_bench
 
                 run = {"lora": lora_bench.run, "deep-lora": lora_bench.run_deep, "seeds": lora_bench.run_seeds,
-                       "padding": lora_bench.run_padding}
+                       "padding": lora_bench.run_padding, "embedding": lora_bench.run_embedding}
                 print(json.dumps(run[args.what](), indent=2))
         elif args.command == "reproduce":
             print(json.dumps(_reproduce(args), indent=2))

@@ -254,6 +254,36 @@ def adapted_layers(model) -> list[tuple[str, Linear | Embed]]:
     return [(name, layer) for name, layer in _encoder(model).named_layers() if layer.adapter is not None]
 
 
+def restrict_embeddings(model, columns: dict[str, Array]) -> int:
+    """Train only the given rows of each adapted embedding table (``FactorChain.restrict``):
+    ``columns`` maps a layer name (``embeddings.word_embeddings``, …) to the row ids (m,) that
+    training can look up — every other row's update is exactly 0 under AdamW without weight
+    decay, so no number changes and a step's cost follows the batch's tokens, not the table.
+
+    Returns:
+      The number of restricted layers.
+
+    Raises:
+      ValueError: a name is not an adapted embedding table of ``model``.
+    """
+    layers = dict(adapted_layers(model))
+    for name in columns:
+        if not isinstance(layers.get(name), Embed):
+            raise ValueError(f"{name!r} is not an adapted embedding table; adapted: {', '.join(layers)}")
+    for name, ids in columns.items():
+        layers[name].adapter.restrict(ids)
+    return len(columns)
+
+
+def unrestrict(model) -> int:
+    """Undo ``restrict_embeddings`` on every adapter of ``model``; returns how many were restricted."""
+    count = 0
+    for _, layer in adapted_layers(model):
+        count += layer.adapter.restricted
+        layer.adapter.unrestrict()
+    return count
+
+
 DEEP_RANK_CAP = 8  # the authors' literal cap of a Deep LoRA rank (the rank 8 of the LoRA it is compared with)
 DEEP_NORM_FLOOR = 1e-3  # a Deep LoRA ΔW with ‖ΔW‖₂ at most this counts as rank 0 (the authors' rule)
 
@@ -374,8 +404,8 @@ def save(model, config: AdapterConfig, folder: str | Path, extra: dict | None = 
         if layer.adapter.merged:
             raise ValueError(f"{name} is merged; unmerge before saving adapters")
         names.append(name)
-        for i, f in enumerate(layer.adapter.factors):
-            tensors[f"{name}.adapter.{i}"] = np.asarray(f[...])
+        for i, f in enumerate(layer.adapter.full_factors()):
+            tensors[f"{name}.adapter.{i}"] = np.asarray(f)
     if isinstance(model, BertForSequenceClassification):
         tensors["classifier.kernel"] = np.asarray(model.classifier.kernel[...])
         tensors["classifier.bias"] = np.asarray(model.classifier.bias[...])

@@ -30,6 +30,13 @@ class AdapterParam(nnx.Param):
     """Trainable adapter factors (the only parameters the optimizer updates by default)."""
 
 
+class FrozenColumns(nnx.Variable):
+    """State of a chain whose first factor trains on some columns only (``FactorChain.restrict``):
+    the full first factor as drawn, the trained column indices and the column → slot map. Not a
+    Param: the optimizer never sees it. It differs per seed, so training vectorised over seeds
+    stacks it with the heads rather than sharing it with the frozen encoder."""
+
+
 class OuterAdapterParam(AdapterParam):
     """Outer factors of compressed Deep LoRA (U_{L,1}, V_{1,1}), trained with the discrepant step
     γη (arXiv:2406.04112, compression from the first gradient). An ``AdapterParam`` too, so
@@ -98,6 +105,68 @@ class FactorChain(nnx.Module):
                                  for f, o in zip(factors, outer)])
         self.scale = scale
         self.merged = False
+        # Set by ``restrict``: the first factor as drawn (k_1, in), the trained columns (m,), and
+        # each column's slot among them (in,), −1 for the others.
+        self.all_columns = nnx.data(None)
+        self.columns = nnx.data(None)
+        self.slots = nnx.data(None)
+
+    @property
+    def restricted(self) -> bool:
+        """Whether only some columns of the first factor train (``restrict``)."""
+        return self.slots is not None
+
+    def restrict(self, columns) -> None:
+        """Train only the columns ``columns`` (m,) of the first factor W_1 (k_1, in); the others
+        stay as drawn, frozen.
+
+        For an embedding table the columns are tokens (rows of ΔW): only the looked-up ones enter
+        the forward pass, so every other column's gradient is exactly 0, and with AdamW without
+        weight decay (this package's, and the authors') a column whose gradient has always been 0
+        keeps zero moments and an update of exactly 0/(0 + ε̂) = 0. Restricting the trained factor
+        to the tokens of the training rows therefore changes no number of the run, while the
+        gradient, the optimizer state and the update shrink from (k_1, vocab) to (k_1, m):
+        a step costs what the batch's tokens cost, not the vocabulary (``companion bench
+        embedding``). ``unrestrict`` puts the trained columns back into the full factor.
+
+        Raises:
+          ValueError: already restricted, merged, or columns not distinct indices of the input side.
+        """
+        if self.restricted or self.merged:
+            raise ValueError("restrict a chain that is neither restricted nor merged")
+        full = self.factors[0][...]
+        columns = jnp.asarray(columns, dtype=jnp.int32)
+        n = full.shape[1]
+        if columns.ndim != 1 or columns.size == 0 or int(columns.min()) < 0 or int(columns.max()) >= n \
+                or len(set(columns.tolist())) != columns.size:
+            raise ValueError(f"columns must be distinct indices in [0, {n}), got shape {columns.shape}")
+        slots = jnp.full((n,), -1, dtype=jnp.int32).at[columns].set(jnp.arange(columns.size, dtype=jnp.int32))
+        self.all_columns, self.columns, self.slots = FrozenColumns(full), FrozenColumns(columns), FrozenColumns(slots)
+        self.factors[0] = type(self.factors[0])(full[:, columns])
+
+    def first(self) -> Array:
+        """The first factor W_1 (k_1, in), the trained columns put back when ``restricted``."""
+        if not self.restricted:
+            return self.factors[0][...]
+        return self.all_columns[...].at[:, self.columns[...]].set(self.factors[0][...])
+
+    def unrestrict(self) -> None:
+        """Undo ``restrict``: the first factor is whole again (its trained columns as trained)."""
+        if self.restricted:
+            self.factors[0] = type(self.factors[0])(self.first())
+            self.all_columns = self.columns = self.slots = None
+
+    def full_factors(self) -> list[Array]:
+        """[W_1 (k_1, in), F_2, …, F_L] as arrays, W_1 whole even when ``restricted``."""
+        return [self.first()] + [f[...] for f in list(self.factors)[1:]]
+
+    def _first_columns(self, ids: Array) -> Array:
+        """W_1[:, ids] (k_1, *ids.shape): from the trained columns where a column has a slot."""
+        if not self.restricted:
+            return jnp.take(self.factors[0][...], ids, axis=1)
+        slot = jnp.take(self.slots[...], ids)
+        inside = jnp.take(self.factors[0][...], jnp.maximum(slot, 0), axis=1)
+        return jnp.where(slot >= 0, inside, jnp.take(self.all_columns[...], ids, axis=1))
 
     def _rest(self, y: Array) -> Array:
         for f in list(self.factors)[1:]:
@@ -108,23 +177,23 @@ class FactorChain(nnx.Module):
         """x (..., in) → x·ΔW (..., out) through the narrow factors; zeros once merged."""
         if self.merged:
             return jnp.zeros(x.shape[:-1] + (self.factors[-1][...].shape[-1],), x.dtype)
-        return chain_apply(x, tuple(f[...] for f in self.factors), self.scale)
+        return chain_apply(x, tuple(self.full_factors()), self.scale)
 
     def lookup(self, ids: Array) -> Array:
         """Rows ΔW[ids] of an embedding table's update: ids (...,) int → (..., out); zeros once merged."""
         if self.merged:
             return jnp.zeros(ids.shape + (self.factors[-1][...].shape[-1],), jnp.float32)
-        return self._rest(jnp.take(self.factors[0][...], ids, axis=1).T if ids.ndim == 1
-                          else jnp.moveaxis(jnp.take(self.factors[0][...], ids, axis=1), 0, -1))
+        cols = self._first_columns(ids)  # (k_1, ...)
+        return self._rest(cols.T if ids.ndim == 1 else jnp.moveaxis(cols, 0, -1))
 
     def delta(self) -> Array:
         """ΔW (in, out), float32."""
-        return self._rest(self.factors[0][...].T)
+        return self._rest(self.first().T)
 
     @property
     def in_features(self) -> int:
         """n, the input side of ΔW."""
-        return self.factors[0][...].shape[1]
+        return (self.all_columns if self.restricted else self.factors[0])[...].shape[1]
 
 
 def lora_factors(key: Array, in_features: int, out_features: int, rank: int) -> list[Array]:

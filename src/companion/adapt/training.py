@@ -38,7 +38,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from companion.adapt import adapters, batching, bert, glue, metrics
+from companion.adapt import adapters, batching, bert, glue, lora, metrics
 from companion.adapt.adapters import AdapterConfig
 from companion.adapt.batching import Batch
 from companion.adapt.lora import AdapterParam, OuterAdapterParam
@@ -319,6 +319,11 @@ EVAL_BATCH_SIZE = 128  # evaluation rows per batch (no gradients are kept, so la
 # (``bert.dropout``), so a seed's draws do not depend on the padded length, on the bucket edges,
 # or on the seeds sharing its program. False pads every batch to max_seq_length (the authors').
 TRAIN_BUCKETS = True
+# Adapted embedding tables train only the rows the run's training batches can look up
+# (``trained_columns``; ``lora.FactorChain.restrict``): the same numbers, since every other row's
+# gradient and AdamW update are exactly 0, at a cost that follows the tokens, not the vocabulary
+# (``companion bench embedding``). False trains the whole (k, vocab) factor, as the authors' code.
+RESTRICT_EMBEDDINGS = True
 DROPOUT_TAG = 1_000_007  # training dropout keys: fold_in(fold_in(key(seed), DROPOUT_TAG), step)
 
 
@@ -328,6 +333,18 @@ def dropout_keys(seed: int) -> jax.Array:
     take ``fold_in(key(seed), i)`` (i < 1,000,000) and the compression gradient
     ``compression_dropout_key``."""
     return jax.random.fold_in(jax.random.key(seed), DROPOUT_TAG)
+
+
+def trained_columns(config: FinetuneConfig, rows: Sequence[Batch]) -> dict[str, np.ndarray]:
+    """The rows of each embedding table that training on ``rows`` (one Batch per seed, tokenised
+    to ``config.max_seq_length``) can look up: the token ids they hold (padding included), the
+    positions below max_seq_length and the token types they hold — sorted, shared by the seeds of
+    a program (a row only one seed looks up still has zero gradient for the others)."""
+    ids = [np.asarray(r.input_ids) for r in rows]
+    types = [np.asarray(r.token_type_ids) for r in rows]
+    return {"embeddings.word_embeddings": np.unique(np.concatenate([x.ravel() for x in ids])),
+            "embeddings.position_embeddings": np.arange(max(x.shape[1] for x in ids)),
+            "embeddings.token_type_embeddings": np.unique(np.concatenate([x.ravel() for x in types]))}
 
 
 def _device(batch: Batch) -> Batch:
@@ -593,12 +610,19 @@ def _fit_chunk(config: FinetuneConfig, data: _Data, encoder, seeds: list[int], *
     task = data.task
     params, heads, streams, n_train, constant = [], [], [], [], []
     graphdef = shared = names = None
-    for seed in seeds:
-        rows = _train_rows(config, data, seed)
+    all_rows = [_train_rows(config, data, seed) for seed in seeds]
+    columns = trained_columns(config, all_rows) if RESTRICT_EMBEDDINGS else {}
+    adapter_params = None
+    for seed, rows in zip(seeds, all_rows):
         stream = batching.train_stream(rows, config.batch_size, seed)
         first = next(stream)
         model, trainable, names = build_model(config, encoder, seed, batching.trim(first, buckets))
-        graphdef, p, h, rest = nnx.split(model, trainable, bert.HeadParam, ...)
+        if adapter_params is None:  # what the adapters hold, restricted or not
+            adapter_params = adapters.count_parameters(model, trainable)
+        if names is not None:
+            adapters.restrict_embeddings(model, {n: c for n, c in columns.items() if n in names})
+        # Per seed: trained parameters; heads and the frozen columns of restricted factors. Shared: the encoder.
+        graphdef, p, h, rest = nnx.split(model, trainable, nnx.Any(bert.HeadParam, lora.FrozenColumns), ...)
         shared = rest if shared is None else shared  # the frozen encoder is the same for every seed
         params.append(p)
         heads.append(h)
@@ -611,7 +635,7 @@ def _fit_chunk(config: FinetuneConfig, data: _Data, encoder, seeds: list[int], *
     tx = optimizer(config)
     opt_state = jax.vmap(tx.init)(params)
     vstep, vpredict = _compiled(graphdef, task, tx)
-    trainable_params = int(sum(np.prod(x.shape[1:]) for x in jax.tree.leaves(params)))
+    trainable_params = adapter_params
     labels = np.asarray(data.validation.labels)
 
     def evaluate(p) -> list[dict[str, float]]:
@@ -624,7 +648,9 @@ def _fit_chunk(config: FinetuneConfig, data: _Data, encoder, seeds: list[int], *
 
     def model_of(p, i):
         pick = lambda tree: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
-        return nnx.merge(graphdef, pick(p), pick(heads), shared)
+        model = nnx.merge(graphdef, pick(p), pick(heads), shared)
+        adapters.unrestrict(model)  # whole factors for observers, ranks and saving
+        return model
 
     def watch(step, p):
         if step in observe_at:

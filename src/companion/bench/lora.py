@@ -13,6 +13,9 @@ same targets, ours only. Model: the packaged all-MiniLM-L6-v2 with a new
 random token ids (step time does not depend on the text). The PEFT LoRA uses lora_alpha = r
 (scale 1, the paper's unscaled LoRA) and no LoRA dropout.
 
+``run_embedding()`` (``companion bench embedding``) times the all-dense step with the adapted
+embedding tables trained on the rows the training rows look up against the whole tables.
+
 ``run_padding()`` (``companion bench padding``) uses real few-shot STS-B data instead: (a) one
 train step with the batch padded to its bucket (``batching.trim``) against the same batch at 128
 tokens, and (b) a whole few-shot run (``training.fit``) against the same run in PyTorch + PEFT
@@ -326,6 +329,86 @@ def peft_run(steps: int = RUN_STEPS) -> dict:
             "peak_rss_mb": _peak_rss_mb(), "torch_threads": torch.get_num_threads()}
 
 
+# ---------------------------------------------------------------------------------------------
+# Embedding rows (``companion bench embedding``): the word-embedding adapter trained on the rows
+# training looks up (``training.RESTRICT_EMBEDDINGS``) against the whole (k, 30522) factor.
+
+
+def embedding_step(method: str = "deep-lora", repeats: int = 10, warmup: int = 2, rounds: int = 3) -> dict:
+    """One few-shot STS-B step (n = 16, seed 0, bucketed batch of 16, all-dense targets, MiniLM 6
+    layers) with the adapted embedding tables restricted to the rows the training rows look up
+    (``adapters.restrict_embeddings``) against the same step on the whole tables. Both programs are
+    built in this process and timed in alternating rounds (paired); their losses are compared too."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from companion.adapt import adapters, batching, bert, glue, lora, training
+    from companion.adapt.adapters import AdapterConfig
+    from companion.adapt.training import FinetuneConfig
+
+    compressed = method == "deep-lora-compressed"
+    cfg = FinetuneConfig(task="stsb", adapter=AdapterConfig(method=method, rank=RANK, targets="all-dense"),
+                         samples=16, steps=RUN_STEPS, model="minilm", lr=1e-4, batch_size=BATCH, max_seq_length=SEQ,
+                         inner_lr=1e-2 if compressed else None)
+    data = training._prepare(cfg)
+    rows = training._train_rows(cfg, data, 0)
+    buckets = batching.bucket_lengths(SEQ)
+    batch = batching.trim(next(batching.train_stream(rows, BATCH, 0)), buckets)
+    encoder = bert.pretrained_encoder("minilm")
+    columns = training.trained_columns(cfg, [rows])
+    tx = training.optimizer(cfg)
+    key = jax.random.key(0)
+    programs = {}
+    for name in ("whole", "restricted"):
+        model, trainable, names = training.build_model(cfg, encoder, 0, batch)
+        if name == "restricted":
+            adapters.restrict_embeddings(model, {n: c for n, c in columns.items() if n in names})
+        graphdef, params, rest = nnx.split(model, trainable, ...)
+        train_step, _ = training.step_functions(graphdef, glue.TASKS["stsb"], tx)
+        state = {"params": params, "opt": tx.init(params), "t": 0, "losses": []}
+        word = dict(adapters.adapted_layers(model))["embeddings.word_embeddings"].adapter
+        programs[name] = (jax.jit(train_step, donate_argnums=(0, 1)), state, rest,
+                          tuple(word.factors[0][...].shape),
+                          int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state["opt"]))))
+    device_batch = training._device(batch)
+    times = {name: [] for name in programs}
+
+    def step(name):
+        fn, state, rest, _, _ = programs[name]
+        state["params"], state["opt"], loss = fn(state["params"], state["opt"], (rest,), device_batch,
+                                                 jax.random.fold_in(key, state["t"]))
+        state["t"] += 1
+        state["losses"].append(float(loss))
+
+    for _ in range(rounds):  # alternating rounds: both programs see the same machine load
+        for name in programs:
+            times[name] += _time_steps(lambda: step(name), warmup, repeats)
+            warmup = 0 if name == "restricted" else warmup
+    out = {"setting": f"few-shot STS-B n=16 seed 0, one batch of 16 at its bucket ({batch.input_ids.shape[1]} tokens), "
+                      f"all-dense {method} r={RANK}, MiniLM 6 layers, AdamW",
+           "method": method, "batch_tokens": int(np.asarray(batch.attention_mask).sum()),
+           "training_vocabulary": int(columns["embeddings.word_embeddings"].size),
+           "vocabulary": int(encoder.config.vocab_size)}
+    for name, (_, state, _, shape, opt_bytes) in programs.items():
+        out[f"word_factor_{name}"] = list(shape)
+        out[f"optimizer_state_mb_{name}"] = opt_bytes / 2**20
+        out[f"step_time_{name}_s"] = statistics.median(times[name])
+    a, b = programs["whole"][1]["losses"], programs["restricted"][1]["losses"]
+    out["largest_loss_difference"] = float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+    out["step_time_restricted_over_whole"] = out["step_time_restricted_s"] / out["step_time_whole_s"]
+    return out
+
+
+def run_embedding(repeats: int = 10) -> dict:
+    """``embedding_step`` for wide Deep LoRA (a 384 × 30522 word-embedding factor) and vanilla LoRA
+    (8 × 30522), each in its own process."""
+    import os
+
+    return {"cpu_cores": os.cpu_count(),
+            "results": [_subprocess("embedding-step", m, str(repeats)) for m in ("deep-lora", "lora")]}
+
+
 def _subprocess(*args: str) -> dict:
     proc = subprocess.run([sys.executable, "-m", "companion.bench.lora", *args], capture_output=True, text=True)
     if proc.returncode:
@@ -353,6 +436,8 @@ if __name__ == "__main__":
         print(json.dumps(run_deep(), indent=2))
     elif len(sys.argv) >= 2 and sys.argv[1] == "padding-step":
         print(json.dumps(padding_step(repeats=int(sys.argv[2]) if len(sys.argv) > 2 else 10)))
+    elif len(sys.argv) >= 3 and sys.argv[1] == "embedding-step":
+        print(json.dumps(embedding_step(sys.argv[2], repeats=int(sys.argv[3]) if len(sys.argv) > 3 else 10)))
     elif len(sys.argv) >= 3 and sys.argv[1] == "run":
         steps = int(sys.argv[3]) if len(sys.argv) > 3 else RUN_STEPS
         print(json.dumps((jax_run if sys.argv[2] == "jax" else peft_run)(steps)))

@@ -196,8 +196,13 @@ def table(result: Result, stamp: str) -> str:
     pair = [r for r in result.curve if r["samples"] == n_min]
     why = adaptation.not_drawn(pair)
     delta = why or f"{m['delta_smallest_n_mean']:+.3f} ± {m['delta_smallest_n_std']:.3f}"
+    def fitted_of(rank):
+        counts = [adaptation.fitted_count(result.rank_sweep, method=x, rank=rank) for x in ("lora", "deep-lora-narrow")]
+        return " / ".join(f"{f}" for f, _ in counts) + f" of {counts[0][1]}"
+
     rank_rows = "\n".join(f"| r = {k} | {_pm(PAPER['ranks']['lora'].get(k))} / {_pm(PAPER['ranks']['deep'].get(k))} | "
-                          f"{m[f'rank{k}_vanilla_mean']:.3f} / {m[f'rank{k}_deep_narrow_mean']:.3f} |" for k in cfg.ranks)
+                          f"{m[f'rank{k}_vanilla_mean']:.3f} / {m[f'rank{k}_deep_narrow_mean']:.3f} | {fitted_of(k)} |"
+                          for k in cfg.ranks)
     steps = [s for s, _ in result.compare["wide"]["curve"]]
     cmp_rows = "\n".join(
         f"| step {s} | " + " / ".join(_pm(PAPER["compare"][v].get(s)) for v in VARIANTS) + " | "
@@ -220,8 +225,8 @@ their first ones and the best constant prediction's); comparisons are drawn from
 | vanilla LoRA r=8 | {PAPER['numerical_rank']['lora'].text()} | mean {m['mean_rank_vanilla']:.2f} over {len(result.ranks['lora'])} matrices |
 | Deep LoRA | {PAPER['numerical_rank']['deep'].text()} | mean {m['mean_rank_deep']:.2f}; {zeros} of {len(result.ranks[deep])} at 0 |
 
-| rank robustness, vanilla / narrow Deep LoRA | paper ({RANKS}) | ours (n={cfg.rank_samples}, {cfg.rank_seeds} seeds, {cfg.rank_steps} steps) |
-|---|---|---|
+| rank robustness, vanilla / narrow Deep LoRA | paper ({RANKS}) | ours (n={cfg.rank_samples}, {cfg.rank_seeds} seeds, {cfg.rank_steps} steps) | runs fitted |
+|---|---|---|---|
 {rank_rows}
 
 | Pearson, wide / compressed / random-narrow | paper ({COMPARE}) | ours (n={cfg.compare_samples}, seed 0, {cfg.compare_steps} steps) |

@@ -85,24 +85,35 @@ def subspace_figure(steps, layers: Sequence[str], top_values, cosine, drawn, los
 
 def _paired_lines(ax, rows: Sequence[dict], key: str, paper: dict, deep_label: str, band: bool) -> dict:
     """Mean score over seeds against ``key`` per method (vanilla orange, deep blue), with a
-    ±std/2 band (``band``) or ±std error bars, and the paper's means hollow. Returns the columns."""
-    cols: dict[str, list] = {"method": [], key: [], "mean": [], "std": [], "seeds": []}
+    ±std/2 band (``band``) or ±std error bars, and the paper's means hollow. A point some of whose
+    runs did not fit their training data (rows with ``fitted`` False) is crossed out in grey: it
+    is drawn, so the figure matches the table, but it is no result. Returns the columns (with the
+    fitted runs per point)."""
+    cols: dict[str, list] = {"method": [], key: [], "mean": [], "std": [], "seeds": [], "fitted": []}
+    crossed = False
     for method in dict.fromkeys(r["method"] for r in rows):
         colour, label = (VANILLA, "vanilla LoRA") if method == "lora" else (DEEP, deep_label)
         xs = sorted({r[key] for r in rows if r["method"] == method})
-        vals = [np.array([r["value"] for r in rows if r["method"] == method and r[key] == x]) for x in xs]
+        picked = [[r for r in rows if r["method"] == method and r[key] == x] for x in xs]
+        vals = [np.array([r["value"] for r in group]) for group in picked]
+        fitted = [sum(bool(r.get("fitted", True)) for r in group) for group in picked]
         mean, std = np.array([v.mean() for v in vals]), np.array([v.std() for v in vals])
         if band:
             ax.plot(xs, mean, "o-", color=colour, label=f"{label} (ours)")
             ax.fill_between(xs, mean - std / 2, mean + std / 2, color=colour, alpha=0.2)
         else:
             ax.errorbar(xs, mean, yerr=std, marker="o", capsize=3, color=colour, label=f"{label} (ours)")
+        bad = [i for i, (f, v) in enumerate(zip(fitted, vals)) if f < len(v)]
+        if bad:
+            ax.plot([xs[i] for i in bad], mean[bad], "x", color="0.35", ms=11, mew=2, zorder=5,
+                    label=None if crossed else "not every run fitted: no result")
+            crossed = True
         ref = paper.get("lora" if method == "lora" else "deep", {})
         if ref:
             px = sorted(ref)
             ax.plot(px, [ref[x] for x in px], "o--", mfc="none", color=colour, alpha=0.8,
                     label=f"{label} (paper, bert-base-cased)")
-        for name, v in zip(cols, ([method] * len(xs), xs, mean, std, [len(v) for v in vals])):
+        for name, v in zip(cols, ([method] * len(xs), xs, mean, std, [len(v) for v in vals], fitted)):
             cols[name] += list(v)
     ticks = sorted(set(cols[key]))
     ax.set_xticks(ticks, [str(t) for t in ticks])
