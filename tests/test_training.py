@@ -439,3 +439,10 @@ def test_restricted_embedding_rows_change_no_number(monkeypatch, tmp_path):
     from safetensors.numpy import load_file
     saved = load_file(str(tmp_path / "run" / "adapter" / adapters.WEIGHTS_FILE))
     assert saved["embeddings.word_embeddings.adapter.0"].shape == (384, 30522) and result.steps == 2
+
+
+def test_on_chunk_gets_each_program_as_it_ends():
+    """A study stores each seed as soon as its program ends (parallel=1: one seed a program)."""
+    seen = []
+    results = fit(vary(TINY, steps=2), [0, 1], parallel=1, on_chunk=lambda done: seen.append([r.seed for r in done]))
+    assert seen == [[0], [1]] and [r.seed for r in results] == [0, 1]

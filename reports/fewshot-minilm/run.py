@@ -31,7 +31,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -150,17 +149,24 @@ def main() -> None:
     print(f"code: {Path(companion.__file__).parent} at {rev}", flush=True)
     done = {rec["key"] for rec in _records(records)}
     seeds = list(range(args.seeds))
-    for config in settings():
-        todo = [s for s in seeds if key(config, s) not in done]
-        for seed in todo:  # one seed per program: each finished run is stored before the next starts
-            start = time.perf_counter()
-            (r,) = fit(config, [seed], log_every=log_every)
-            with records.open("a") as f:
+
+    def store(config, results) -> None:
+        with records.open("a") as f:
+            for r in results:
                 f.write(json.dumps({"key": key(config, r.seed), "revision": rev,
                                     "config": dataclasses.asdict(config), "result": r.to_dict()}) + "\n")
-            print(f"{config.method} n={config.samples} seed {seed} in {time.perf_counter() - start:.0f} s: "
-                  f"loss {r.train_loss[0][1]:.2f}→{r.train_loss[-1][1]:.3f} r={r.initial_value:.3f}→{r.value:.3f}",
-                  flush=True)
+                print(f"{config.method} n={config.samples} seed {r.seed}: loss {r.train_loss[0][1]:.2f}→"
+                      f"{r.train_loss[-1][1]:.3f} r={r.initial_value:.3f}→{r.value:.3f}", flush=True)
+
+    for config in settings():
+        todo = [s for s in seeds if key(config, s) not in done]
+        if not todo:
+            continue
+        if args.code is None:  # data, tokenisation and checkpoint once; each seed stored as it ends
+            fit(config, todo, log_every=log_every, parallel=1, on_chunk=lambda results: store(config, results))
+        else:  # the old fit has no on_chunk: one call per seed
+            for seed in todo:
+                store(config, fit(config, [seed], log_every=log_every))
 
 
 if __name__ == "__main__":

@@ -528,7 +528,8 @@ def fit(config: FinetuneConfig, seeds: Sequence[int] | None = None, *, log_every
         eval_at: Sequence[int] = (), observe_at: Sequence[int] = (),
         observe: Callable[[int, int, Any], None] | None = None, numerical_ranks: bool = False,
         parallel: int | None = None, progress: bool = False,
-        eval_batch_size: int = EVAL_BATCH_SIZE) -> list[RunResult]:
+        eval_batch_size: int = EVAL_BATCH_SIZE,
+        on_chunk: Callable[[list[RunResult]], None] | None = None) -> list[RunResult]:
     """Fine-tune one setting for several seeds, vectorised over seeds (``jax.vmap``).
 
     Each seed keeps everything a run of its own would draw from it — its few-shot subset,
@@ -559,6 +560,9 @@ def fit(config: FinetuneConfig, seeds: Sequence[int] | None = None, *, log_every
       progress: show a tqdm bar per program.
       eval_batch_size: validation rows per forward pass (predictions do not depend on it beyond
         float rounding).
+      on_chunk: called with the results of each vectorised program as soon as it ends (a study
+        stores them there, so an interrupted study loses at most the program that was cut; with
+        ``parallel=1``, one seed).
 
     Returns:
       One ``RunResult`` per seed, in the order of ``seeds``.
@@ -595,10 +599,13 @@ def fit(config: FinetuneConfig, seeds: Sequence[int] | None = None, *, log_every
     chunk = len(seeds) if parallel is None else int(parallel)
     results: list[RunResult] = []
     for i in range(0, len(seeds), chunk):
-        results += _fit_chunk(config, data, encoder, [int(s) for s in seeds[i:i + chunk]], log_every=log_every,
-                              eval_at=set(int(t) for t in eval_at), observe_at=set(int(t) for t in observe_at),
-                              observe=observe, numerical_ranks=numerical_ranks, progress=progress,
-                              prepare_time=prepare_time, buckets=train_buckets, validation=validation)
+        done = _fit_chunk(config, data, encoder, [int(s) for s in seeds[i:i + chunk]], log_every=log_every,
+                          eval_at=set(int(t) for t in eval_at), observe_at=set(int(t) for t in observe_at),
+                          observe=observe, numerical_ranks=numerical_ranks, progress=progress,
+                          prepare_time=prepare_time, buckets=train_buckets, validation=validation)
+        if on_chunk is not None:
+            on_chunk(done)
+        results += done
     return results
 
 
