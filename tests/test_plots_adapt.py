@@ -71,3 +71,7 @@ def test_variant_curves_draw_each_variant():
     assert len(cols["step"]) == 12
     with pytest.raises(KeyError):
         plotting.variant_curves({"unknown": compare["wide"]}, {}, "s")
+    compare["compressed"]["fitted"] = False
+    fig, _ = plotting.variant_curves(compare, {}, "s")
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert [x for x in labels if "did not fit" in x] == ["compressed Deep LoRA (ours, did not fit: no result)"]

@@ -188,17 +188,19 @@ def variant_curves(compare: dict, paper: dict, stamp: str):
     steps (arXiv:2406.04112, compressed Deep LoRA); the paper's scores at steps 20/40/80/200 hollow.
 
     Args:
-      compare: {variant: {"curve": [(step, score)], "loss": [(step, loss)]}}.
+      compare: {variant: {"curve": [(step, score)], "loss": [(step, loss)], "fitted": bool}}; a
+        variant whose run did not fit its training data is labelled so (no result).
       paper: {variant: {step: score}} (empty when not comparable).
     """
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     cols: dict[str, list] = {"variant": [], "kind": [], "step": [], "value": []}
     for name, run in compare.items():
         st = VARIANT_STYLE[name]
+        unfit = "" if run.get("fitted", True) else ", did not fit: no result"
         ls, ys = zip(*run["loss"])
-        a1.plot(ls, ys, color=st["color"], ls=st["ls"], lw=1, label=st["label"])
+        a1.plot(ls, ys, color=st["color"], ls=st["ls"], lw=1, label=st["label"] + unfit)
         cs, vs = zip(*run["curve"])
-        a2.plot(cs, vs, color=st["color"], ls=st["ls"], marker=".", label=f"{st['label']} (ours)")
+        a2.plot(cs, vs, color=st["color"], ls=st["ls"], marker=".", label=f"{st['label']} (ours{unfit})")
         if name in paper:
             ps = sorted(paper[name])
             a2.plot(ps, [paper[name][s] for s in ps], "o", mfc="none", color=st["color"],
