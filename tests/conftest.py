@@ -75,6 +75,17 @@ needs_glue = pytest.mark.skipif(
 )
 
 
+def tiny_stsb():
+    """The smallest few-shot STS-B run that trains: 1 encoder layer, 32 tokens, 3 steps (the tests
+    of ``training.fit`` and of ``book.studies``)."""
+    from companion.adapt.adapters import AdapterConfig
+    from companion.adapt.training import FinetuneConfig
+
+    return FinetuneConfig(task="stsb", adapter=AdapterConfig(method="lora", rank=4, targets="query-value"),
+                          samples=16, steps=3, num_layers=1, max_seq_length=32, batch_size=8, lr=1e-3,
+                          eval_examples=48)
+
+
 @pytest.fixture(scope="module")
 def glue_dir() -> Path:
     if GLUE_DIR is None:

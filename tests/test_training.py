@@ -18,15 +18,14 @@ from companion.adapt import adapters, batching, bert, glue, training
 from companion.adapt.adapters import AdapterConfig
 from companion.adapt.lora import AdapterParam
 from companion.adapt.training import FinetuneConfig, RunResult, finetune, fit
+from conftest import tiny_stsb
 
 try:
     glue.data_dir()
 except FileNotFoundError as e:  # CI sets COMPANION_DATA_DIR (../shared/data/glue)
     pytest.skip(f"no GLUE folder: {e}", allow_module_level=True)
 
-TINY = FinetuneConfig(task="stsb", adapter=AdapterConfig(method="lora", rank=4, targets="query-value"),
-                      samples=16, steps=3, num_layers=1, max_seq_length=32, batch_size=8, lr=1e-3,
-                      eval_examples=48)
+TINY = tiny_stsb()
 
 
 def vary(config, **changes):
