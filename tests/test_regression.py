@@ -25,6 +25,19 @@ def test_tight_comparison_and_seconds_ignored(tmp_path):
     assert not any("wall_time_s" in p for p in problems)
 
 
+def test_rounding_limited_columns_get_their_own_atol_and_nothing_else_does(tmp_path):
+    base = _run(tmp_path / "base", 1e-8)
+    noisy = _run(tmp_path / "noisy", 2e-8)  # "y" and "score" both move by 1e-8
+    tight = regression.compare(noisy, base)
+    assert any("column y" in p for p in tight) and any("score" in p for p in tight)
+    only_y = regression.compare(noisy, base, column_atol={"y": 1e-7})
+    assert not any("column y" in p for p in only_y) and any("score" in p for p in only_y)
+    assert regression.compare(noisy, base, column_atol={"y": 1e-7, "score": 1e-7}) == []
+    from companion.book.chapters import ch03_trajectories
+
+    assert set(ch03_trajectories.ROUNDING_LIMITED) == {"relative_error", "max_rel_err_vs_exact"}
+
+
 def test_loose_comparison_checks_shapes_not_csv_values(tmp_path):
     base = _run(tmp_path / "base", 0.5)
     loose = regression.FLOAT32_OTHER_PLATFORM
