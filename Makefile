@@ -32,9 +32,12 @@ notebooks: setup
 book: notebooks
 	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
 
-# Unit tests, smoke notebooks against baselines/smoke, and the book build.
+# Unit tests, smoke notebooks against baselines/smoke, and the book build. Two pytest-xdist
+# workers: one executes the smoke notebooks and builds the book (the `smoke` group, see
+# tests/conftest.py), the other runs the unit tests meanwhile. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The only way baselines change: re-run the smoke notebooks and overwrite baselines/smoke/.
 baselines: setup

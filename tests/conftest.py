@@ -27,14 +27,33 @@ def smoke_executions(tmp_path_factory):
     return executions
 
 
+def pytest_sessionfinish(session):
+    """An xdist worker hands its notebook timings to the controller (``pytest_testnodedown``)."""
+    if hasattr(session.config, "workeroutput") and _TIMINGS:
+        session.config.workeroutput["smoke_timings"] = dict(_TIMINGS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """The controller collects what a worker timed (xdist's ``workeroutput``)."""
+    _TIMINGS.update(getattr(node, "workeroutput", {}).get("smoke_timings", {}))
+
+
 def pytest_collection_modifyitems(items):
     """Mark what executes notebooks (`notebooks`) or builds the book (`book`), so an inner loop
-    can skip them: ``pytest -m "not notebooks and not book"``."""
+    can skip them: ``pytest -m "not notebooks and not book"``. Under pytest-xdist (``make test``
+    runs two workers, ``--dist loadgroup``) both go to one worker, the ``smoke`` group, so the
+    session fixture executes the notebooks once while the other worker runs the unit tests."""
     for item in items:
+        serial = False
         if "smoke_executions" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.notebooks)
+            serial = True
         if item.path.name == "test_book.py":
             item.add_marker(pytest.mark.book)
+            serial = True
+        if serial:
+            item.add_marker(pytest.mark.xdist_group("smoke"))
 
 
 _TIMINGS: dict[str, float] = {}

@@ -310,10 +310,20 @@ def test_compression_gradient_takes_dropout():
 def test_a_second_seed_compiles_nothing_new():
     """Runs of one structure share compiled steps: another seed is a cache hit, not a miss."""
     fit(TINY, [0])
-    before = training._compiled.cache_info()
+    before = training._compiled_for.cache_info()
     fit(TINY, [1])
-    after = training._compiled.cache_info()
+    after = training._compiled_for.cache_info()
     assert after.misses == before.misses and after.hits == before.hits + 1
+
+
+def test_tasks_with_one_loss_share_compiled_steps():
+    """The steps read a task only through its loss: the two-class tasks share one jitted pair,
+    the regression task (STS-B) gets its own."""
+    graphdef, tx = object(), training.optimizer(TINY)
+    shared = training._compiled(graphdef, glue.TASKS["mrpc"], tx)
+    assert training._compiled(graphdef, glue.TASKS["rte"], tx) is shared
+    assert training._compiled(graphdef, glue.TASKS["cola"], tx) is shared
+    assert training._compiled(graphdef, glue.TASKS["stsb"], tx) is not shared
 
 
 # ---- bucketed padding: the same numbers at a fraction of the tokens ---------------------------
