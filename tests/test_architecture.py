@@ -75,3 +75,18 @@ def test_no_private_references(path):
     assert "PAPER.md" not in text, f"{path.relative_to(ROOT)} cites PAPER.md; cite arXiv:2406.04112 instead"
     hit = re.search(r"\b[Ii]ssues? #?\d+", text)
     assert not hit, f"{path.relative_to(ROOT)} mentions {hit.group(0)!r}"
+
+
+def test_workflows_run_the_readme_commands():
+    """CI runs `make test`; the Pages workflow publishes what `make book` renders."""
+    import yaml
+
+    flows = ROOT / ".github" / "workflows"
+    ci = yaml.safe_load((flows / "ci.yml").read_text())
+    assert any(step.get("run") == "make test" for step in ci["jobs"]["test"]["steps"])
+    pages = yaml.safe_load((flows / "pages.yml").read_text())
+    steps = pages["jobs"]["build"]["steps"]
+    assert any(step.get("run") == "make book" for step in steps)
+    upload = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-pages-artifact")]
+    assert upload and upload[0]["with"]["path"] == "_build/html"
+    assert any(str(s.get("uses", "")).startswith("actions/deploy-pages") for s in pages["jobs"]["deploy"]["steps"])

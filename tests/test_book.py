@@ -31,3 +31,10 @@ def test_book_builds_without_warnings(smoke_executions, tmp_path):
         page = (html / f"book/executed/{name}.html").read_text()
         assert page.count("<img") >= figures and "sentence-embedding model" in page, name
         assert "not a result" in page, name  # smoke fine-tuning is labelled a code check
+    # Every chapter's Colab launch button opens the notebook of the repository, not the executed copy.
+    for name in ("01_theorem", "02_proof_verification", "03_compressed_trajectories", "04_matrix_completion",
+                 "05_invariant_subspaces_bert", "06_fewshot_stsb", "07_glue_limited_data"):
+        page = (html / f"book/executed/{name}.html").read_text()
+        colab = "https://colab.research.google.com/github/compressible-dynamics/companion/blob/main/"
+        assert f"{colab}notebooks/{name}.ipynb" in page, name
+        assert f"{colab}book/executed/" not in page, name

@@ -217,3 +217,15 @@ def test_cli_finetune_run_dir(capsys, tmp_path):
     assert json.loads((run_dir / "results.json").read_text())["value"] == json.loads(out)["value"]
     code, _, err = run_cli(capsys, "finetune", "--task", "stsb", "--steps", "1", "--run-dir", str(run_dir), "--json")
     assert code == 2 and "already exists and is not empty" in err
+
+
+def test_reproduce_without_the_book_extra_says_what_to_install(capsys, monkeypatch):
+    """No papermill: one line naming the extra, exit status 2, nothing executed."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "papermill" else real(name, *a))
+    assert main(["reproduce", "--profile", "smoke"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "papermill not installed" in err and "pip install 'companion[book]'" in err

@@ -21,3 +21,31 @@ def test_paired_deltas_by_hand():
     assert d["pooled_std"] == pytest.approx(np.sqrt((2 * rte.var(ddof=1) + 1 * cola.var(ddof=1)) / 3))
     with pytest.raises(ValueError, match="Δ needs pairs"):
         statistics.paired_deltas(rows[:-1], "deep-lora")
+
+
+def test_paired_bootstrap_by_hand():
+    """Two seeds: resample means are d1, d2 or their mean, so the 95 % interval is [min, max];
+    one constant Δ gives a point; the interval is deterministic and holds the mean."""
+    assert statistics.paired_bootstrap([0.1, 0.3]) == pytest.approx((0.1, 0.3))
+    assert statistics.paired_bootstrap([0.2, 0.2, 0.2]) == pytest.approx((0.2, 0.2))
+    d = np.random.default_rng(1).normal(0.05, 0.1, size=10)
+    low, high = statistics.paired_bootstrap(d)
+    assert (low, high) == statistics.paired_bootstrap(d)
+    assert low < d.mean() < high
+    # about ±1.96 standard errors for 10 normal draws (bootstrap SE uses ddof 0: a bit narrower)
+    se = d.std(ddof=0) / np.sqrt(d.size)
+    assert high - low == pytest.approx(2 * 1.96 * se, rel=0.15)
+
+
+@pytest.mark.parametrize("deltas, message", [([0.1], "at least 2"), ([0.1, float("nan")], "finite")])
+def test_paired_bootstrap_refuses(deltas, message):
+    with pytest.raises(ValueError, match=message):
+        statistics.paired_bootstrap(deltas)
+
+
+@pytest.mark.parametrize("interval, paper, expected", [
+    ((0.01, 0.2), 0.069, "reproduced"), ((-0.2, -0.01), 0.069, "not reproduced"),
+    ((-0.05, 0.1), 0.069, "inconclusive"), ((-0.2, 0.0), 0.069, "not reproduced"),
+    ((-0.2, -0.01), -0.03, "reproduced"), ((0.01, 0.2), -0.03, "not reproduced")])
+def test_verdict_follows_the_paper_sign(interval, paper, expected):
+    assert statistics.verdict(interval, paper) == expected

@@ -118,6 +118,44 @@ def table() -> str:
             per_seed = ", ".join(f"{rec['result']['initial_value']:.3f} → {rec['result']['value']:.3f}" for rec in recs)
             rows.append(f"| {n} | {method} | {name} | {len(recs)} | {sum(v[3] for v in verdicts)} of {len(recs)} "
                         f"| {first:.2f} → {last:.3f} ({constant:.2f}) | {per_seed} | {np.mean(pearson):.3f} |")
+    return "\n".join(rows) + "\n\n" + delta_table()
+
+
+def delta_table() -> str:
+    """Paired Δ = Deep LoRA − vanilla LoRA per seed, over the seeds where both runs fitted, with the
+    95 % paired-bootstrap interval and its verdict against the paper's sign
+    (``companion.book.statistics.paired_bootstrap`` and ``verdict``, rules fixed before the runs)."""
+    import numpy as np
+
+    from companion.book import statistics
+    from companion.book.chapters.ch06_fewshot import PAPER
+
+    curve = PAPER["curve"]
+    rows = ["| n | Deep LoRA | code | paired fitted seeds | Δ per seed | mean Δ | 95 % paired bootstrap | paper Δ (bert-base-cased) | verdict |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for path, name in ((RECORDS, "today"), (BEFORE_RECORDS, f"before ({BEFORE_REVISION})")):
+        runs = {}
+        for rec in _records(path):
+            runs[(rec["config"]["samples"], rec["result"]["method"], rec["result"]["seed"])] = (
+                rec["result"]["value"], _verdict(rec)[3])
+        for n in SAMPLES:
+            paper = curve["deep"][n].value - curve["lora"][n].value
+            for deep in ("deep-lora-compressed", "deep-lora"):
+                seeds = sorted(s for (nn, m, s) in runs if nn == n and m == deep and (n, "lora", s) in runs)
+                if not seeds:
+                    continue
+                pairs = [s for s in seeds if runs[(n, deep, s)][1] and runs[(n, "lora", s)][1]]
+                d = [runs[(n, deep, s)][0] - runs[(n, "lora", s)][0] for s in pairs]
+                cells = ", ".join(f"{x:+.3f}" for x in d) or "—"
+                if len(d) >= 2:
+                    interval = statistics.paired_bootstrap(d)
+                    judged = statistics.verdict(interval, paper)
+                    ci = f"[{interval[0]:+.3f}, {interval[1]:+.3f}]"
+                else:
+                    judged, ci = "too few fitted pairs (need 2)", "—"
+                mean = f"{np.mean(d):+.3f}" if d else "—"
+                rows.append(f"| {n} | {deep} | {name} | {len(pairs)} of {len(seeds)} | {cells} | {mean} | {ci} "
+                            f"| {paper:+.3f} | {judged} |")
     return "\n".join(rows)
 
 

@@ -272,7 +272,22 @@ def _finetune(args: argparse.Namespace) -> dict:
     return out
 
 
+# What ``companion reproduce`` imports from the ``book`` extra (pyproject.toml).
+BOOK_EXTRA_MODULES = ("papermill", "ipykernel", "nbformat")
+
+
+def _require_book_extra() -> None:
+    """Stop with one line when the ``book`` extra (papermill and a Jupyter kernel) is missing."""
+    import importlib.util
+
+    missing = [m for m in BOOK_EXTRA_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(f"companion reproduce needs the book extra ({', '.join(missing)} not installed): "
+                         "pip install 'companion[book]' (or `make setup`)")
+
+
 def _reproduce(args: argparse.Namespace) -> dict:
+    _require_book_extra()
     from companion.book import regression as baselines, notebooks as runner
 
     if args.update_baselines and args.profile != "smoke":
