@@ -13,9 +13,11 @@ untrained pooler, LoRA's Gaussian factor on the input side, the compression grad
 dropout, every batch padded to 128 tokens with dropout drawn for that shape. Its runs log every
 step's loss so that their fit verdict is computed exactly as today's (``training.fit_verdict``).
 
-Resumable: every finished run (one seed of one setting) appends one JSON line to records.jsonl
-(records-before.jsonl for the old code) with its config, the code revision and the ``RunResult``
-as soon as it ends; recorded runs are skipped.
+Resumable: every finished run (one seed of one setting) is stored as soon as it ends, with its
+config, the code revision and the ``RunResult``; recorded runs are skipped. Today's code runs as a
+``companion.book.studies`` study, one record per run in runs/ (``companion report
+reports/fewshot-minilm`` judges them; the first runs, logged in records.jsonl, are migrated into
+runs/); the old code appends one JSON line per run to records-before.jsonl.
 
     COMPANION_DATA_DIR=../shared/data/glue python reports/fewshot-minilm/run.py [--seeds 3]
     git worktree add /tmp/before 3816342
@@ -34,7 +36,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RECORDS = HERE / "records.jsonl"
+RUNS = HERE / "runs"  # today's code: one companion.book.studies record per run
+RECORDS = HERE / "records.jsonl"  # today's first runs, before the study store existed (migrated into RUNS)
 BEFORE_RECORDS = HERE / "records-before.jsonl"
 BEFORE_REVISION = "3816342"
 SAMPLES = (16, 64)
@@ -99,6 +102,24 @@ def _verdict(record: dict) -> tuple[float, float, float, bool]:
     return first, last, constant, fitted
 
 
+def migrate() -> "studies.Store":
+    """Copy every run of records.jsonl that RUNS lacks into RUNS (a ``studies.Store``); idempotent."""
+    from companion.adapt.training import FinetuneConfig, RunResult
+    from companion.book import studies
+
+    store = studies.Store(RUNS)
+    for rec in _records(RECORDS):
+        config, result = FinetuneConfig.from_dict(rec["config"]), RunResult.from_dict(rec["result"])
+        if store.load(config, result.seed) is None:
+            store.save(config, result, rec["revision"], result.device, result.wall_time_s)
+    return store
+
+
+def _today() -> list[dict]:
+    """Today's runs in the record-line form of records-before.jsonl (config and result dicts)."""
+    return [{"config": dataclasses.asdict(r.config), "result": r.result.to_dict()} for r in migrate().records()]
+
+
 def table() -> str:
     """Both record files as one Markdown table: per setting and revision, the seeds, how many
     fitted, mean training loss first → last, and validation Pearson per seed (untrained → trained)."""
@@ -106,9 +127,9 @@ def table() -> str:
 
     rows = ["| n | method | code | seeds | fitted | train loss first → last (constant) | Pearson per seed (untrained → trained) | mean Pearson |",
             "|---|---|---|---|---|---|---|---|"]
-    for path, name in ((RECORDS, "today"), (BEFORE_RECORDS, f"before ({BEFORE_REVISION})")):
+    for recs_of, name in ((_today, "today"), (lambda: _records(BEFORE_RECORDS), f"before ({BEFORE_REVISION})")):
         groups: dict[tuple[int, str], list[dict]] = {}
-        for rec in _records(path):
+        for rec in recs_of():
             groups.setdefault((rec["config"]["samples"], rec["result"]["method"]), []).append(rec)
         for (n, method), recs in sorted(groups.items(), key=lambda kv: (kv[0][0], METHODS.index(kv[0][1]))):
             recs.sort(key=lambda rec: rec["result"]["seed"])
@@ -133,9 +154,9 @@ def delta_table() -> str:
     curve = PAPER["curve"]
     rows = ["| n | Deep LoRA | code | paired fitted seeds | Δ per seed | mean Δ | 95 % paired bootstrap | paper Δ (bert-base-cased) | verdict |",
             "|---|---|---|---|---|---|---|---|---|"]
-    for path, name in ((RECORDS, "today"), (BEFORE_RECORDS, f"before ({BEFORE_REVISION})")):
+    for recs_of, name in ((_today, "today"), (lambda: _records(BEFORE_RECORDS), f"before ({BEFORE_REVISION})")):
         runs = {}
-        for rec in _records(path):
+        for rec in recs_of():
             runs[(rec["config"]["samples"], rec["result"]["method"], rec["result"]["seed"])] = (
                 rec["result"]["value"], _verdict(rec)[3])
         for n in SAMPLES:
@@ -182,9 +203,16 @@ def main() -> None:
         sys.path.insert(0, str(src))
         records, log_every = BEFORE_RECORDS, 1  # every step's loss: the verdict is computed as today's
     import companion
-    from companion.adapt.training import fit
 
     print(f"code: {Path(companion.__file__).parent} at {rev}", flush=True)
+    if args.code is None:  # today's code: a resumable study, each run one record in RUNS
+        from companion.book import studies
+
+        studies.run_study([(config, list(range(args.seeds))) for config in settings()], migrate(),
+                          log_every=log_every)
+        return
+    from companion.adapt.training import fit
+
     done = {rec["key"] for rec in _records(records)}
     seeds = list(range(args.seeds))
 
@@ -200,11 +228,8 @@ def main() -> None:
         todo = [s for s in seeds if key(config, s) not in done]
         if not todo:
             continue
-        if args.code is None:  # data, tokenisation and checkpoint once; each seed stored as it ends
-            fit(config, todo, log_every=log_every, parallel=1, on_chunk=lambda results: store(config, results))
-        else:  # the old fit has no on_chunk: one call per seed
-            for seed in todo:
-                store(config, fit(config, [seed], log_every=log_every))
+        for seed in todo:  # the old fit has no on_chunk: one call per seed
+            store(config, fit(config, [seed], log_every=log_every))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@
                        [--lr LR] [--batch-size B] [--max-seq-length T] [--data-dir DIR] --json
     companion reproduce [--profile smoke|full] [--notebooks NAME ...] [--force]
                         [--update-baselines]
+    companion report DIR [--json]
 
 Bad settings are one line on stderr and exit status 2, never a traceback.
 """
@@ -152,6 +153,10 @@ def _build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--update-baselines", action="store_true",
                     help="after a smoke run, overwrite baselines/smoke with its outputs")
     rp.add_argument("--timeout", type=int, help="per-cell timeout in seconds")
+
+    rt = sub.add_parser("report", help="judge the paper's claims from a folder of study records")
+    rt.add_argument("folder", help="a results folder (its study records are found at any depth)")
+    rt.add_argument("--json", action="store_true", help="one JSON object per claim, one per line")
     return parser
 
 
@@ -308,6 +313,22 @@ def _reproduce(args: argparse.Namespace) -> dict:
     return report
 
 
+def _report(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    from companion.book import report, studies
+
+    try:
+        rows = report.claims(studies.find_records(args.folder))
+    except studies.RecordError as e:
+        raise UsageError(f"companion report: {e}") from None
+    if args.json:
+        for row in rows:
+            print(json.dumps(asdict(row)))
+    else:
+        print(report.markdown(rows))
+
+
 def _emit(out: dict, as_json: bool) -> None:
     """One JSON object (``--json``), or one ``key: value`` line per field."""
     if as_json:
@@ -338,6 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps(run[args.what](), indent=2))
         elif args.command == "reproduce":
             print(json.dumps(_reproduce(args), indent=2))
+        elif args.command == "report":
+            _report(args)
     except UsageError as e:
         print(str(e).splitlines()[0], file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,6 +254,25 @@ def run_study(settings: Settings, store: Store, *, progress: bool = True,
     return out
 
 
+_RECORD_NAME = re.compile(r"^[0-9a-f]{16}\.json$")
+
+
+def find_records(root: str | Path) -> list[Record]:
+    """Every study record under ``root`` (any depth), checked as ``Store`` checks its own.
+
+    Only files named like records (``run_key`` + .json) are read, so a results folder may hold
+    other JSON files (a notebook's metrics.json) beside its studies.
+
+    Raises:
+      FileNotFoundError: ``root`` is not a folder.
+      RecordError: a record cannot be trusted.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder of study records")
+    return [Store(p.parent)._read(p) for p in sorted(root.rglob("*.json")) if _RECORD_NAME.match(p.name)]
+
+
 def _device() -> str:
     import jax
 
@@ -260,4 +280,4 @@ def _device() -> str:
     return f"{d.platform} ({d.device_kind})"
 
 
-__all__ = ["Record", "RecordError", "Store", "StudyStatus", "run_key", "run_study", "status"]
+__all__ = ["Record", "RecordError", "Store", "StudyStatus", "find_records", "run_key", "run_study", "status"]
