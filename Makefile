@@ -33,11 +33,11 @@ book: notebooks
 	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
 
 # Unit tests, smoke notebooks against baselines/smoke, and the book build. Two pytest-xdist
-# workers: one executes the smoke notebooks and builds the book (the `smoke` group, see
-# tests/conftest.py), the other runs the unit tests meanwhile. TEST_WORKERS=0: one process.
+# workers: one executes the smoke notebooks and builds the book (tests/conftest.py keeps them on
+# one worker), the other runs the unit tests meanwhile. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 # The only way baselines change: re-run the smoke notebooks and overwrite baselines/smoke/.
 baselines: setup

@@ -41,19 +41,32 @@ def pytest_testnodedown(node, error):
 
 def pytest_collection_modifyitems(items):
     """Mark what executes notebooks (`notebooks`) or builds the book (`book`), so an inner loop
-    can skip them: ``pytest -m "not notebooks and not book"``. Under pytest-xdist (``make test``
-    runs two workers, ``--dist loadgroup``) both go to one worker, the ``smoke`` group, so the
-    session fixture executes the notebooks once while the other worker runs the unit tests."""
+    can skip them: ``pytest -m "not notebooks and not book"``."""
     for item in items:
-        serial = False
         if "smoke_executions" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.notebooks)
-            serial = True
         if item.path.name == "test_book.py":
             item.add_marker(pytest.mark.book)
-            serial = True
-        if serial:
-            item.add_marker(pytest.mark.xdist_group("smoke"))
+
+
+# Under pytest-xdist (``make test`` runs two workers) the tests of these files, which share the
+# session fixture that executes every notebook, all go to one worker, so the notebooks run once
+# while the other worker takes the unit tests. (xdist's own ``--dist loadgroup`` cannot be used:
+# with pytest 9.2 its group suffix on node ids is lost, and each worker executed the notebooks.)
+SMOKE_FILES = ("tests/test_notebooks.py", "tests/test_book.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Scopes for xdist: one for every smoke-notebook or book test, one per test otherwise; the
+    largest scope (the smoke one) is handed out first."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SmokeOnOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "smoke" if nodeid.split("::")[0] in SMOKE_FILES else nodeid
+
+    return SmokeOnOneWorker(config, log)
 
 
 _TIMINGS: dict[str, float] = {}
