@@ -16,8 +16,7 @@ step's loss so that their fit verdict is computed exactly as today's (``training
 Resumable: every finished run (one seed of one setting) is stored as soon as it ends, with its
 config, the code revision and the ``RunResult``; recorded runs are skipped. Today's code runs as a
 ``companion.book.studies`` study, one record per run in runs/ (``companion report
-reports/fewshot-minilm`` judges them; the first runs, logged in records.jsonl, are migrated into
-runs/); the old code appends one JSON line per run to records-before.jsonl.
+reports/fewshot-minilm`` judges them); the old code appends one JSON line per run to records-before.jsonl.
 
     COMPANION_DATA_DIR=../shared/data/glue python reports/fewshot-minilm/run.py [--seeds 3]
     git worktree add /tmp/before 3816342
@@ -37,7 +36,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "runs"  # today's code: one companion.book.studies record per run
-RECORDS = HERE / "records.jsonl"  # today's first runs, before the study store existed (migrated into RUNS)
 BEFORE_RECORDS = HERE / "records-before.jsonl"
 BEFORE_REVISION = "3816342"
 SAMPLES = (16, 64)
@@ -102,22 +100,12 @@ def _verdict(record: dict) -> tuple[float, float, float, bool]:
     return first, last, constant, fitted
 
 
-def migrate() -> "studies.Store":
-    """Copy every run of records.jsonl that RUNS lacks into RUNS (a ``studies.Store``); idempotent."""
-    from companion.adapt.training import FinetuneConfig, RunResult
-    from companion.book import studies
-
-    store = studies.Store(RUNS)
-    for rec in _records(RECORDS):
-        config, result = FinetuneConfig.from_dict(rec["config"]), RunResult.from_dict(rec["result"])
-        if store.load(config, result.seed) is None:
-            store.save(config, result, rec["revision"], result.device, result.wall_time_s)
-    return store
-
-
 def _today() -> list[dict]:
     """Today's runs in the record-line form of records-before.jsonl (config and result dicts)."""
-    return [{"config": dataclasses.asdict(r.config), "result": r.result.to_dict()} for r in migrate().records()]
+    from companion.book import studies
+
+    return [{"config": dataclasses.asdict(r.config), "result": r.result.to_dict()}
+            for r in studies.Store(RUNS).records()]
 
 
 def table() -> str:
@@ -191,7 +179,7 @@ def main() -> None:
     if args.table:
         print(table())
         return
-    records, log_every, rev = RECORDS, 10, revision()
+    log_every, rev = 10, revision()
     if args.code is not None:
         src = args.code.resolve() / "src"
         if not (src / "companion").is_dir():
@@ -208,7 +196,7 @@ def main() -> None:
     if args.code is None:  # today's code: a resumable study, each run one record in RUNS
         from companion.book import studies
 
-        studies.run_study([(config, list(range(args.seeds))) for config in settings()], migrate(),
+        studies.run_study([(config, list(range(args.seeds))) for config in settings()], studies.Store(RUNS),
                           log_every=log_every)
         return
     from companion.adapt.training import fit
