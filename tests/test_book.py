@@ -31,9 +31,13 @@ def test_book_builds_without_warnings(smoke_executions, tmp_path):
         page = (html / f"book/executed/{name}.html").read_text()
         assert page.count("<img") >= figures and "sentence-embedding model" in page, name
         assert "not a result" in page, name  # smoke fine-tuning is labelled a code check
+    # The report chapter: its claims table and its two figures, drawn from the records.
+    page = (html / "book/executed/08_reproduction_report.html").read_text()
+    assert re.search(r'<th class="head"><p>claim</p></th>\s*<th class="head"><p>paper</p></th>', page)
+    assert page.count("<img") >= 2 and "not reproduced" in page and "sentence-embedding model" in page
     # Every chapter's Colab launch button opens the notebook of the repository, not the executed copy.
     for name in ("01_theorem", "02_proof_verification", "03_compressed_trajectories", "04_matrix_completion",
-                 "05_invariant_subspaces_bert", "06_fewshot_stsb", "07_glue_limited_data"):
+                 "05_invariant_subspaces_bert", "06_fewshot_stsb", "07_glue_limited_data", "08_reproduction_report"):
         page = (html / f"book/executed/{name}.html").read_text()
         colab = "https://colab.research.google.com/github/compressible-dynamics/companion/blob/main/"
         assert f"{colab}notebooks/{name}.ipynb" in page, name

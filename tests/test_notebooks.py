@@ -40,7 +40,15 @@ def test_check_parameters_refuses_unparseable_cell(tmp_path):
         runner.check_parameters(path)
 
 
-@pytest.mark.parametrize("name", runner.NOTEBOOKS)
+BASELINED = [n for n in runner.NOTEBOOKS if regression.has_baseline(n)]
+
+
+def test_only_the_report_goes_without_a_baseline():
+    assert [n for n in runner.NOTEBOOKS if n not in BASELINED] == ["08_reproduction_report"]
+    assert not (ROOT / "baselines" / "smoke" / "08_reproduction_report").exists()
+
+
+@pytest.mark.parametrize("name", BASELINED)
 def test_smoke_notebook_matches_baseline(smoke_executions, name):
     """Smoke results against baselines/smoke, at the chapter's precision's tolerance (tight for
     float64; for float32 tight on the baseline's platform, looser elsewhere: book.regression)."""
@@ -81,6 +89,28 @@ def test_smoke_glue_runs_the_offline_tasks(smoke_executions):
     """Offline data: CoLA, MRPC, RTE, SST-2, STS-B run; MNLI, QNLI, QQP listed as absent."""
     glue = json.loads((smoke_executions["07_glue_limited_data"].results / "metrics.json").read_text())
     assert glue["tasks_run"] == 5 and glue["tasks_absent"] == 3 and glue["seeds"] == 2
+
+
+def test_report_chapter_reads_the_records_and_every_chapter(smoke_executions):
+    """Chapter 8's numbers are the committed records' (recomputed here from the files) and it read
+    the checks of all seven chapters executed before it in the same run."""
+    from companion.book import report, studies
+
+    metrics = json.loads((smoke_executions["08_reproduction_report"].results / "metrics.json").read_text())
+    records = studies.find_records(ROOT / "reports")
+    assert metrics["records"] == len(records) > 0
+    assert metrics["chapters_absent"] == 0 and metrics["chapter_claims"] == metrics["chapter_claims_holding"] >= 30
+    raw = {}
+    for path in (ROOT / "reports").rglob("*.json"):
+        data = json.loads(path.read_text())
+        if "result" in data and data["config"]["task"] == "stsb" and data["result"]["fitted"]:
+            raw[(data["config"]["adapter"]["method"], data["config"]["samples"], data["seed"])] = data["result"]["value"]
+    pairs = [raw[("deep-lora-compressed", 16, s)] - raw[("lora", 16, s)] for s in range(20)
+             if ("deep-lora-compressed", 16, s) in raw and ("lora", 16, s) in raw]
+    assert metrics["fewshot_compressed_n16_pairs"] == len(pairs) >= 3
+    assert metrics["fewshot_compressed_n16_delta_mean"] == pytest.approx(sum(pairs) / len(pairs), abs=1e-12)
+    judged = [r for r in report.claims(records) if r.seeds != "0"]
+    assert metrics["not_reproduced"] == sum(r.verdict == "not reproduced" for r in judged)
 
 
 def test_full_profile_stops_at_once_without_gpu(tmp_path):

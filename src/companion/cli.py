@@ -306,7 +306,7 @@ def _reproduce(args: argparse.Namespace) -> dict:
     for r in runs:
         entry = {"executed": str(r.executed), "results": str(r.results),
                  "wall_time_s": round(r.wall_time_s, 1)}
-        if args.update_baselines:
+        if args.update_baselines and baselines.has_baseline(r.notebook):
             target = root / "baselines" / "smoke" / r.notebook
             entry["baseline_files"] = [str(p.relative_to(root)) for p in baselines.update(r.results, target)]
         report["notebooks"][r.notebook] = entry

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 NOTEBOOKS = ("01_theorem", "02_proof_verification", "03_compressed_trajectories", "04_matrix_completion",
-             "05_invariant_subspaces_bert", "06_fewshot_stsb", "07_glue_limited_data")
+             "05_invariant_subspaces_bert", "06_fewshot_stsb", "07_glue_limited_data", "08_reproduction_report")
 # Parameters every notebook's `parameters` cell must declare (papermill only warns otherwise).
 REQUIRED_PARAMETERS = ("profile", "results_dir", "force")
 ONLINE_ENV = "COMPANION_ONLINE"  # as companion.adapt.bert.ONLINE_ENV (not imported: no JAX in the runner)

@@ -149,6 +149,17 @@ def compare(result: str | Path, baseline: str | Path, rtol: float = RTOL,
     return problems
 
 
+def has_baseline(notebook: str) -> bool:
+    """Whether a notebook's smoke outputs are regression-checked against ``baselines/smoke/``: every
+    chapter's are, except one whose module sets ``BASELINE = False`` (the reproduction report,
+    whose numbers are the committed study records' and are checked against those instead)."""
+    import importlib
+
+    from companion.book.chapters import CHAPTERS
+
+    return bool(getattr(importlib.import_module(f"companion.book.chapters.{CHAPTERS[notebook]}"), "BASELINE", True))
+
+
 def update(result: str | Path, baseline: str | Path) -> list[Path]:
     """Replace the baseline with the run's metrics.json and CSVs; returns the files written."""
     result, baseline = Path(result), Path(baseline)

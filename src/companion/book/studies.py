@@ -267,17 +267,32 @@ def find_records(root: str | Path) -> list[Record]:
       FileNotFoundError: ``root`` is not a folder.
       RecordError: a record cannot be trusted.
     """
+    return [r for records in records_by_folder(root).values() for r in records]
+
+
+def records_by_folder(root: str | Path) -> dict[str, list[Record]]:
+    """``find_records`` grouped by the folder (one study's store) each record is in, relative to
+    ``root`` ("." for records directly in it), folders in sorted order.
+
+    Raises:
+      FileNotFoundError: ``root`` is not a folder.
+      RecordError: a record cannot be trusted.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder of study records")
-    return [Store(p.parent)._read(p) for p in sorted(root.rglob("*.json")) if _RECORD_NAME.match(p.name)]
+    out: dict[str, list[Record]] = {}
+    for path in sorted(root.rglob("*.json")):
+        if _RECORD_NAME.match(path.name):
+            out.setdefault(path.parent.relative_to(root).as_posix(), []).append(Store(path.parent)._read(path))
+    return out
 
 
 def _device() -> str:
-    import jax
+    """Where a run ran, as every chapter names it ("cpu (2 cores)", "gpu: NVIDIA H200")."""
+    from companion.book.profiles import device_description
 
-    d = jax.devices()[0]
-    return f"{d.platform} ({d.device_kind})"
+    return device_description()
 
 
-__all__ = ["Record", "RecordError", "Store", "StudyStatus", "find_records", "run_key", "run_study", "status"]
+__all__ = ["Record", "RecordError", "Store", "StudyStatus", "find_records", "records_by_folder", "run_key", "run_study", "status"]

@@ -23,4 +23,5 @@ CHAPTERS = {
     "05_invariant_subspaces_bert": "ch05_subspaces",
     "06_fewshot_stsb": "ch06_fewshot",
     "07_glue_limited_data": "ch07_glue",
+    "08_reproduction_report": "ch08_report",
 }

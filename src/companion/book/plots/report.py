@@ -1,0 +1,132 @@
+"""Figures of the reproduction report (chapter 8), drawn from stored study records."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from companion.book.plots import stamp_figure as _stamp
+from companion.book.plots.adapt import DEEP, VANILLA
+
+# Vanilla orange and wide Deep LoRA blue as in the paper's few-shot plot; compressed green, as
+# chapter 6 draws it.
+METHOD_STYLE = {
+    "lora": dict(color=VANILLA, label="vanilla LoRA"),
+    "deep-lora-compressed": dict(color="tab:green", label="compressed Deep LoRA"),
+    "deep-lora": dict(color=DEEP, label="wide Deep LoRA"),
+}
+
+
+def fewshot_records(runs: Sequence[dict], deltas: Sequence[dict], paper: dict, paper_delta: dict, stamp: str):
+    """Few-shot STS-B from the records: validation Pearson per run against n (left) and the paired
+    Δ = Deep LoRA − vanilla LoRA per seed with its 95 % paired-bootstrap interval (right), the
+    paper's values hollow / as stars (arXiv:2406.04112, few-shot STS-B).
+
+    Args:
+      runs: one dict per record: method, samples, seed, value, fitted.
+      deltas: one dict per (variant, n) judged: method, samples, values (per-seed Δ), mean, low, high.
+      paper: {"lora" | "deep": {n: mean}} (the paper's means; bert-base-cased).
+      paper_delta: {n: the paper's Δ}.
+      stamp: the profile-and-device line.
+
+    Returns:
+      (figure, columns): columns hold every run drawn (kind "run") and every Δ (kind "delta").
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    cols: dict[str, list] = {"kind": [], "method": [], "samples": [], "seed": [], "value": [], "fitted": [],
+                             "low": [], "high": []}
+    methods = [m for m in METHOD_STYLE if any(r["method"] == m for r in runs)]
+    offsets = {m: (i - (len(methods) - 1) / 2) * 0.06 for i, m in enumerate(methods)}
+    for method in methods:
+        style = METHOD_STYLE[method]
+        mine = [r for r in runs if r["method"] == method]
+        xs = sorted({r["samples"] for r in mine})
+        for r in mine:
+            x = r["samples"] * 10 ** offsets[method]
+            left.plot(x, r["value"], "o" if r["fitted"] else "x", color=style["color"], ms=4, alpha=0.7)
+        means = [np.mean([r["value"] for r in mine if r["samples"] == x and r["fitted"]] or [np.nan]) for x in xs]
+        left.plot(xs, means, "-", color=style["color"], label=f"{style['label']} (ours, mean of fitted runs)")
+        for r in mine:
+            for name, value in zip(cols, ("run", method, r["samples"], r["seed"], r["value"], r["fitted"], "", "")):
+                cols[name].append(value)
+    for key, method in (("lora", "lora"), ("deep", "deep-lora")):
+        ref = paper.get(key, {})
+        if ref:
+            px = sorted(ref)
+            left.plot(px, [ref[x] for x in px], "o--", mfc="none", color=METHOD_STYLE[method]["color"], alpha=0.8,
+                      label=f"{METHOD_STYLE[method]['label']} (paper, bert-base-cased)")
+    left.set_xscale("log")
+    ticks = sorted({r["samples"] for r in runs} | set(paper.get("lora", {})))
+    left.set_xticks(ticks, [str(t) for t in ticks])
+    left.minorticks_off()
+    left.set_xlabel("training examples n")
+    left.set_ylabel("validation Pearson (STS-B)")
+    left.legend(fontsize=6.5)
+    left.set_title("every run (× = did not fit)", fontsize=9)
+
+    right.axhline(0.0, color="0.5", lw=0.8)
+    for d in deltas:
+        style = METHOD_STYLE[d["method"]]
+        x = d["samples"] * 10 ** offsets.get(d["method"], 0.0)
+        right.plot([x] * len(d["values"]), d["values"], "o", color=style["color"], ms=4, alpha=0.6)
+        if d["low"] is not None:
+            right.errorbar([x], [d["mean"]], yerr=[[d["mean"] - d["low"]], [d["high"] - d["mean"]]], fmt="s",
+                           color=style["color"], capsize=4, label=f"{style['label']} − vanilla (ours, 95 %)")
+        for name, value in zip(cols, ("delta", d["method"], d["samples"], "", d["mean"], True,
+                                      "" if d["low"] is None else d["low"], "" if d["high"] is None else d["high"])):
+            cols[name].append(value)
+    if paper_delta:
+        px = sorted(paper_delta)
+        right.plot(px, [paper_delta[x] for x in px], "*", color="k", ms=10, label="wide Deep LoRA − vanilla (paper)")
+    right.set_xscale("log")
+    right.set_xticks(ticks, [str(t) for t in ticks])
+    right.minorticks_off()
+    right.set_xlabel("training examples n")
+    right.set_ylabel("paired Δ Pearson")
+    right.set_title("Deep LoRA − vanilla LoRA, paired by seed", fontsize=9)
+    handles, labels = right.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    right.legend(unique.values(), unique.keys(), fontsize=6.5)
+    _stamp(fig, stamp)
+    fig.tight_layout()
+    return fig, cols
+
+
+def fit_check(runs: Sequence[dict], ratio: float, stamp: str):
+    """Did each run fit its training data? Last against first training loss of every record
+    (log–log), with the line last = ``ratio`` × first below which a run counts as fitted (it must
+    also beat the constant prediction's loss, which the marker records).
+
+    Args:
+      runs: one dict per record: method, samples, seed, first_loss, last_loss, fitted.
+      ratio: ``training.FIT_RATIO``.
+    """
+    fig, ax = plt.subplots(figsize=(5.0, 3.8))
+    cols: dict[str, list] = {"method": [], "samples": [], "seed": [], "first_loss": [], "last_loss": [], "fitted": []}
+    for method, style in METHOD_STYLE.items():
+        mine = [r for r in runs if r["method"] == method]
+        if not mine:
+            continue
+        for fitted in (True, False):
+            pts = [r for r in mine if r["fitted"] == fitted]
+            if pts:
+                ax.plot([r["first_loss"] for r in pts], [r["last_loss"] for r in pts], "o" if fitted else "x",
+                        color=style["color"], label=style["label"] + ("" if fitted else " (did not fit)"))
+        for r in mine:
+            for name in cols:
+                cols[name].append(r[name] if name != "method" else method)
+    firsts = [r["first_loss"] for r in runs]
+    if firsts:
+        span = np.array([min(firsts) / 2, max(firsts) * 2])
+        ax.plot(span, span, color="0.6", lw=0.8, label="last = first")
+        ax.plot(span, ratio * span, color="0.3", ls=":", lw=1, label=f"last = {ratio:g} × first")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("first training loss (mean of the first steps)")
+    ax.set_ylabel("last training loss")
+    ax.legend(fontsize=7)
+    _stamp(fig, stamp)
+    fig.tight_layout()
+    return fig, cols

@@ -1,0 +1,114 @@
+"""Chapter 8, the reproduction report: claims judged from the committed records and the chapters' runs."""
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from companion.book import claims, report, statistics, studies
+from companion.book.chapters import ch01_theorem, ch08_report as chapter
+from conftest import ROOT
+
+REPORTS = ROOT / "reports"
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    return chapter.run(chapter.config("smoke", reports_dir=str(REPORTS), results_dir=str(tmp_path_factory.mktemp("none"))))
+
+
+def test_every_record_is_read_and_every_claim_has_a_row(result):
+    files = [p for p in REPORTS.rglob("*.json") if studies._RECORD_NAME.match(p.name)]
+    assert len(result.records) == len(files) > 0
+    assert sum(s["runs"] for s in result.studies) == len(files)
+    claimed = [r.claim for r in result.rows]
+    # Few-shot at the paper's three n for both variants, GLUE's eight tasks and overall, and the pending three.
+    assert len(claimed) == 3 * 2 + 8 + 1 + len(report.PENDING) == len(set(claimed))
+    m = chapter.summary(result)
+    assert m["claims"] == len(claimed) and m["chapters_absent"] == 7 and m["chapter_claims"] == 0
+    assert m["records_fitted"] == sum(r.result.fitted for r in result.records)
+
+
+def test_fewshot_mean_recomputed_from_the_files(result):
+    """The vanilla LoRA n = 64 runs drawn in the figure are the stored values, seed by seed."""
+    raw = {}
+    for path in REPORTS.rglob("*.json"):
+        data = json.loads(path.read_text())
+        if data.get("config", {}).get("adapter", {}).get("method") == "lora" and data["config"]["samples"] == 64:
+            raw[data["seed"]] = data["result"]["value"]
+    drawn = {r["seed"]: r["value"] for r in result.fewshot_runs if r["method"] == "lora" and r["samples"] == 64}
+    assert drawn == raw and len(raw) >= 3
+    delta = next(d for d in result.fewshot_deltas if d["method"] == "deep-lora-compressed" and d["samples"] == 16)
+    assert (delta["low"], delta["high"]) == statistics.paired_bootstrap(delta["values"])
+    assert delta["low"] <= delta["mean"] <= delta["high"]
+
+
+def test_table_says_what_is_missing_and_what_cannot_be_compared(result):
+    text = chapter.table(result, "profile=smoke · device=cpu")
+    assert "| claim | paper | ours | fitted pairs | verdict |" in text
+    assert text.count(report.NOT_RUN) >= len(report.PENDING)
+    offline = result.offline_tasks
+    if offline is not None and "mnli" not in offline:
+        assert "MNLI: Deep LoRA above vanilla LoRA | 0.011 | — | 0 | **cannot be compared here" in text
+    assert "sentence-embedding model" in text
+    assert "no chapter run read" in text
+
+
+def test_glue_rows_pair_by_seed_and_average_tasks_per_seed(tmp_path):
+    """Synthetic GLUE records (the few-shot ones relabelled): Δ per task, then per seed the mean
+    over tasks, judged by the same rule."""
+    source = [r for r in studies.find_records(REPORTS) if r.config.samples == 16
+              and r.config.method in ("lora", "deep-lora-compressed")]
+    made = []
+    for task, shift in (("rte", 0.0), ("cola", 0.5)):
+        for r in source:
+            method = "deep-lora" if r.config.method != "lora" else "lora"
+            cfg = dataclasses.replace(r.config, task=task, samples=1024,
+                                      adapter=dataclasses.replace(r.config.adapter, method=method))
+            bump = shift if method == "deep-lora" else 0.0
+            made.append(dataclasses.replace(r, config=cfg, result=dataclasses.replace(r.result, value=r.result.value + bump)))
+    rows = {row.claim.split(":")[0]: row for row in report.glue_rows(made)}
+    rte, cola = rows["limited-data GLUE RTE"], rows["limited-data GLUE COLA"]
+    np.testing.assert_allclose(np.array(cola.values), np.array(rte.values) + 0.5)
+    overall = rows["limited-data GLUE overall (2 of 8 tasks)"]
+    np.testing.assert_allclose(overall.values, (np.array(rte.values) + np.array(cola.values)) / 2)
+    assert overall.verdict == statistics.verdict(statistics.paired_bootstrap(overall.values), 0.028)
+    with_missing = report.glue_rows(made, missing=True, offline_tasks=["cola", "rte", "mrpc"])
+    verdicts = {row.claim.split(":")[0]: row.verdict for row in with_missing}
+    assert verdicts["limited-data GLUE MRPC"] == report.NOT_RUN
+    assert verdicts["limited-data GLUE QQP"].startswith("cannot be compared here")
+
+
+def test_chapter_claims_read_from_a_finished_run(tmp_path):
+    """A chapter run (metrics + provenance) gives its own checks; one without metrics is absent."""
+    run = tmp_path / "smoke" / "01_theorem"
+    run.mkdir(parents=True)
+    shutil.copy(ROOT / "baselines" / "smoke" / "01_theorem" / "metrics.json", run / "metrics.json")
+    (run / "provenance.json").write_text(json.dumps({"profile": "smoke", "device": "cpu (2 cores)", "git_revision": "abc"}))
+    (tmp_path / "smoke" / "02_proof_verification").mkdir()
+    rows, absent = report.chapter_claims(tmp_path, "smoke", ["01_theorem", "02_proof_verification"])
+    expected = ch01_theorem.check_claims(json.loads((run / "metrics.json").read_text()), "smoke")
+    assert [r.statement for r in rows] == [c.statement for c in expected] and all(r.holds for r in rows)
+    assert absent == ["02_proof_verification"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["max_rel_dev"] = 1.0  # the recursion broken: the chapter's check fails, and the report says so
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    rows, _ = report.chapter_claims(tmp_path, "smoke", ["01_theorem"])
+    assert len(rows) == 1 and not rows[0].holds and "1 of 6 claims do not hold" in rows[0].statement
+
+
+def test_integrity_checks_fail_on_a_broken_summary(result):
+    m = chapter.summary(result)
+    assert all(c.holds for c in chapter.check_claims(m, "smoke"))
+    key = next(k for k in m if k.endswith("_low"))
+    with pytest.raises(claims.ClaimsFailed, match="interval contains its mean"):
+        chapter.check_claims({**m, key: m[key.replace("_low", "_delta_mean")] + 1.0}, "smoke")
+    with pytest.raises(claims.ClaimsFailed, match="found study records"):
+        chapter.check_claims({**m, "records": 0}, "smoke")
+
+
+def test_no_records_is_an_error_that_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a folder of study records"):
+        chapter.run(chapter.config("smoke", reports_dir=str(tmp_path / "absent")))
