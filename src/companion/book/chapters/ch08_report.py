@@ -216,6 +216,14 @@ Paper sources: {'; '.join(sources)}.
 """ + "\n".join(chapter_lines) + absent + "\n"
 
 
+def figure_stamp(result: Result, stamp: str) -> str:
+    """The line a report figure carries: where its records were made, then where the page was
+    rendered (``stamp``); the records' numbers do not depend on the page's profile."""
+    devices = sorted({d for s in result.studies for d in s["devices"]})
+    return (f"{len(result.records)} records under {result.config.reports_dir} (made on {', '.join(devices) or '—'}) "
+            f"· page rendered at {stamp}")
+
+
 def check_claims(metrics: Mapping[str, float], profile: str) -> list[claims.Claim]:
     """The report's own integrity (the paper's claims are judged in the table, where "not
     reproduced" is an answer, not a failure): records were found and all judged rows counted,
