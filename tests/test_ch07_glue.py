@@ -61,8 +61,14 @@ def test_comparisons_are_drawn_from_fitted_runs_only():
     """adaptation.not_drawn names how many runs did not fit; fitted_count counts them per subset."""
     from companion.book.chapters import adaptation
 
-    rows = [dict(task="rte", method=m, seed=s, fitted=not (m == "deep-lora" and s == 1))
+    rows = [dict(task="rte", method=m, seed=s, fitted=not (m == "deep-lora" and s == 1), value=0.6, initial_value=0.5)
             for m in ("lora", "deep-lora") for s in (0, 1)]
     assert adaptation.fitted_count(rows) == (3, 4) and adaptation.fitted_count(rows, method="lora") == (2, 2)
     assert adaptation.not_drawn(rows, method="lora") is None
     assert adaptation.not_drawn(rows) == "not drawn: 1 of 4 runs did not fit their training data"
+    # A run that fitted but scores no better than the untrained model did not learn either.
+    rows[0]["value"] = 0.5
+    assert not adaptation.learned(rows[0]) and adaptation.learned(rows[1])
+    assert adaptation.not_drawn(rows, method="lora") == "not drawn: 1 of 2 scored no better than untrained"
+    assert adaptation.not_drawn(rows) == ("not drawn: 1 of 4 runs did not fit their training data; "
+                                          "1 of 4 scored no better than untrained")

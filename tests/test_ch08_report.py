@@ -47,7 +47,7 @@ def test_fewshot_mean_recomputed_from_the_files(result):
 
 def test_table_says_what_is_missing_and_what_cannot_be_compared(result):
     text = chapter.table(result, "profile=smoke · device=cpu")
-    assert "| claim | paper | ours | fitted pairs | verdict |" in text
+    assert "| claim | paper | ours | pairs that learned | verdict |" in text
     assert text.count(report.NOT_RUN) >= len(report.PENDING)
     offline = result.offline_tasks
     if offline is not None and "mnli" not in offline:

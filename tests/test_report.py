@@ -11,13 +11,13 @@ from companion.book import report, statistics, studies
 from companion.cli import main
 from conftest import ROOT
 
-FEWSHOT = ROOT / "reports" / "fewshot-minilm"
+FEWSHOT = ROOT / "reports" / "reference" / "fewshot-stsb"
 
 
 def _raw_pearson(method, samples):
     """{seed: Pearson} read straight from the record files, without the package's reader."""
     out = {}
-    for path in (FEWSHOT / "runs").glob("*.json"):
+    for path in FEWSHOT.glob("*.json"):
         raw = json.loads(path.read_text())
         if raw["config"]["adapter"]["method"] == method and raw["config"]["samples"] == samples:
             out[raw["seed"]] = (raw["result"]["value"], raw["result"]["fitted"])
@@ -43,7 +43,7 @@ def test_fewshot_delta_recomputed_from_the_committed_records():
 
 def test_unfitted_pairs_are_left_out(tmp_path):
     """A pair with a run that did not fit is counted but not compared."""
-    shutil.copytree(FEWSHOT / "runs", tmp_path / "runs")
+    shutil.copytree(FEWSHOT, tmp_path / "runs")
     records = studies.find_records(tmp_path)
     target = next(r for r in records if r.config.method == "deep-lora-compressed" and r.config.samples == 16)
     store = studies.Store(tmp_path / "runs")
@@ -58,9 +58,9 @@ def test_unfitted_pairs_are_left_out(tmp_path):
 
 
 def test_find_records_reads_only_record_names_and_refuses_a_cut_one(tmp_path):
-    shutil.copytree(FEWSHOT / "runs", tmp_path / "study")
+    shutil.copytree(FEWSHOT, tmp_path / "study")
     (tmp_path / "metrics.json").write_text("{}")  # a notebook's file beside the study: not a record
-    assert len(studies.find_records(tmp_path)) == len(list((FEWSHOT / "runs").glob("*.json")))
+    assert len(studies.find_records(tmp_path)) == len(list(FEWSHOT.glob("*.json")))
     victim = sorted((tmp_path / "study").glob("*.json"))[0]
     victim.write_text(victim.read_text()[:100])
     with pytest.raises(studies.RecordError, match="not a whole JSON record"):
@@ -76,7 +76,7 @@ def test_cli_report(capsys, tmp_path):
     assert main(["report", str(FEWSHOT), "--json"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert {"claim", "paper", "ours", "seeds", "backbone", "device", "verdict"} <= set(lines[0])
-    shutil.copytree(FEWSHOT / "runs", tmp_path / "runs")
+    shutil.copytree(FEWSHOT, tmp_path / "runs")
     sorted((tmp_path / "runs").glob("*.json"))[0].write_text("{")
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()

@@ -115,3 +115,22 @@ def test_records_of_another_revision_are_reused_and_counted(real, monkeypatch):
     st = studies.status([(TINY, [0, 1]), (OTHER, [0])], store, revision="another")
     assert (st.total, st.recorded, st.left, st.other_revisions) == (3, 3, 0, 3)
     assert "3 recorded by another code revision, reused" in st.describe()
+
+
+def test_recheck_reruns_a_record_from_its_file_alone(real, tmp_path):
+    """The rerun of a stored run gives its score again (same CPU: exactly); a record whose stored
+    score was changed is caught, and the command line says so with exit status 1."""
+    from companion.cli import main
+
+    store, records, _ = real
+    path = store.path(records[0][1].key)
+    checked = studies.recheck(path)
+    assert checked.agrees and checked.difference < 1e-6 and checked.rerun.seed == 1
+    tampered = tmp_path / path.name
+    raw = json.loads(path.read_text())
+    raw["result"]["value"] += 0.05
+    tampered.write_text(json.dumps(raw))
+    again = studies.recheck(tampered)
+    assert not again.agrees and abs(again.difference - 0.05) < 1e-6 and "OUTSIDE 0.01" in again.describe()
+    assert main(["recheck", str(tampered)]) == 1
+    assert main(["recheck", str(tampered), "--tolerance", "0.1"]) == 0

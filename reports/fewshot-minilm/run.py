@@ -15,8 +15,10 @@ step's loss so that their fit verdict is computed exactly as today's (``training
 
 Resumable: every finished run (one seed of one setting) is stored as soon as it ends, with its
 config, the code revision and the ``RunResult``; recorded runs are skipped. Today's code runs as a
-``companion.book.studies`` study, one record per run in runs/ (``companion report
-reports/fewshot-minilm`` judges them); the old code appends one JSON line per run to records-before.jsonl.
+``companion.book.studies`` study whose records go to reports/reference/fewshot-stsb/, the
+reference profile's few-shot study, of which this grid (3 seeds, n = 16 and 64) is a part
+(``companion report reports`` judges them); the old code appends one JSON line per run to
+records-before.jsonl.
 
     COMPANION_DATA_DIR=../shared/data/glue python reports/fewshot-minilm/run.py [--seeds 3]
     git worktree add /tmp/before 3816342
@@ -35,7 +37,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RUNS = HERE / "runs"  # today's code: one companion.book.studies record per run
+# Today's code: one companion.book.studies record per run, in the reference profile's few-shot
+# study (these settings are a part of it: companion.book.reference, the same hashes).
+RUNS = HERE.parent / "reference" / "fewshot-stsb"
 BEFORE_RECORDS = HERE / "records-before.jsonl"
 BEFORE_REVISION = "3816342"
 SAMPLES = (16, 64)

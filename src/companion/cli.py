@@ -13,7 +13,9 @@
                        [--lr LR] [--batch-size B] [--max-seq-length T] [--data-dir DIR] --json
     companion reproduce [--profile smoke|full] [--notebooks NAME ...] [--force]
                         [--update-baselines]
+    companion reproduce --profile reference [--studies NAME ...] [--plan]
     companion report DIR [--json]
+    companion recheck RECORD [--tolerance 0.01]
 
 Bad settings are one line on stderr and exit status 2, never a traceback.
 """
@@ -144,8 +146,13 @@ def _build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--run-dir", help="write config.json, results.json and the adapter here (must be new)")
     ft.add_argument("--json", action="store_true", help="print one JSON object")
 
-    rp = sub.add_parser("reproduce", help="execute the notebooks with papermill")
-    rp.add_argument("--profile", choices=("smoke", "full"), default="smoke")
+    rp = sub.add_parser("reproduce", help="execute the notebooks with papermill, or run the reference studies")
+    rp.add_argument("--profile", choices=("smoke", "full", "reference"), default="smoke",
+                    help="smoke or full: execute the notebooks; reference: run or resume the studies of "
+                         "companion.book.reference into reports/reference/ (the paper's protocol on MiniLM)")
+    rp.add_argument("--studies", nargs="+", help="reference profile: the studies to run (default: all)")
+    rp.add_argument("--plan", action="store_true",
+                    help="reference profile: print each study's runs recorded and left and the time left; run nothing")
     rp.add_argument("--notebooks", nargs="+", help="names without .ipynb (default: all)")
     rp.add_argument("--force", action="store_true", help="run 'full' without a GPU")
     rp.add_argument("--root", help="repository root (default: found from the working directory)")
@@ -153,6 +160,11 @@ def _build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--update-baselines", action="store_true",
                     help="after a smoke run, overwrite baselines/smoke with its outputs")
     rp.add_argument("--timeout", type=int, help="per-cell timeout in seconds")
+
+    rc = sub.add_parser("recheck", help="run one stored study record again and compare its score")
+    rc.add_argument("record", help="a record file, e.g. reports/reference/fewshot-stsb/<key>.json")
+    rc.add_argument("--tolerance", type=float, default=0.01,
+                    help="largest |difference| of the validation score that counts as the same (default 0.01)")
 
     rt = sub.add_parser("report", help="judge the paper's claims from a folder of study records")
     rt.add_argument("folder", help="a results folder (its study records are found at any depth)")
@@ -291,7 +303,35 @@ def _require_book_extra() -> None:
                          "pip install 'companion[book]' (or `make setup`)")
 
 
+def _reference(args: argparse.Namespace) -> dict:
+    """``reproduce --profile reference``: run or resume the reference studies (or print the plan)."""
+    from companion.book import notebooks as runner, reference, studies
+
+    if args.notebooks or args.update_baselines:
+        raise UsageError("companion reproduce: --notebooks and --update-baselines apply to smoke and full, "
+                         "not to the reference profile (use --studies)")
+    unknown = sorted(set(args.studies or ()) - set(reference.SEEDS))
+    if unknown:
+        raise UsageError(f"companion reproduce: unknown reference study {unknown}; choose from "
+                         + ", ".join(reference.SEEDS))
+    root = runner.repository_root(args.root) / reference.FOLDER
+    chosen = [s for s in reference.plan() if not args.studies or s.name in args.studies]
+    try:
+        if args.plan:
+            print(reference.describe(chosen, root))
+            return {"profile": "reference", "root": str(root), "plan": True}
+        done = reference.run(root, [s.name for s in chosen], say=lambda line: print(line, file=sys.stderr))
+    except studies.RecordError as e:
+        raise UsageError(f"companion reproduce: {e}") from None
+    return {"profile": "reference", "root": str(root),
+            "studies": {name: {"recorded": st.recorded, "total": st.total} for name, st in done.items()}}
+
+
 def _reproduce(args: argparse.Namespace) -> dict:
+    if args.profile == "reference":
+        return _reference(args)
+    if args.studies or args.plan:
+        raise UsageError("companion reproduce: --studies and --plan apply to the reference profile only")
     _require_book_extra()
     from companion.book import regression as baselines, notebooks as runner
 
@@ -311,6 +351,20 @@ def _reproduce(args: argparse.Namespace) -> dict:
             entry["baseline_files"] = [str(p.relative_to(root)) for p in baselines.update(r.results, target)]
         report["notebooks"][r.notebook] = entry
     return report
+
+
+def _recheck(args: argparse.Namespace) -> int:
+    """``companion recheck RECORD``: 0 when the rerun's score agrees with the stored one, else 1."""
+    from companion.book import studies
+
+    if not args.tolerance > 0:
+        raise UsageError(f"companion recheck: --tolerance must be positive, got {args.tolerance}")
+    try:
+        checked = studies.recheck(args.record, args.tolerance)
+    except studies.RecordError as e:
+        raise UsageError(f"companion recheck: {e}") from None
+    print(checked.describe())
+    return 0 if checked.agrees else 1
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -361,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(_reproduce(args), indent=2))
         elif args.command == "report":
             _report(args)
+        elif args.command == "recheck":
+            return _recheck(args)
     except UsageError as e:
         print(str(e).splitlines()[0], file=sys.stderr)
         return 2

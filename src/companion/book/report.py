@@ -4,8 +4,8 @@ Reads the records of ``companion.book.studies`` (one JSON file per finished run,
 depth) and gives one row per claim of the paper's Deep LoRA half: the paper's number and where it
 is from, ours with the seeds, backbone and device that made it, and a verdict from the rule fixed
 before any run was looked at (``statistics.paired_bootstrap`` and ``statistics.verdict``). A
-comparison uses only runs that fitted their training data (``RunResult.fitted``); a claim whose
-pairs did not all fit says how many did. A claim without records keeps its row, marked as not run,
+comparison uses only runs that learned (``learned``: fitted their training data and ended above the
+untrained score); a claim whose pairs did not all learn says how many did. A claim without records keeps its row, marked as not run,
 so the table shows what is missing as plainly as what was found.
 
 Judged from paired records (same seed, same setting but the method):
@@ -44,7 +44,7 @@ class ClaimRow:
       claim: what the paper says, in a few words.
       paper: the paper's value and its source.
       ours: our number, e.g. "Δ −0.107, 95 % [−0.134, −0.080]".
-      seeds: paired seeds used (fitted pairs) and how many there were, e.g. "3 of 3".
+      seeds: paired seeds used (pairs whose two runs learned) and how many there were, e.g. "3 of 3".
       backbone: the backbone(s) of the runs (``RunResult.backbone``).
       device: where they ran.
       verdict: "reproduced", "not reproduced", "inconclusive", or why there is none.
@@ -83,17 +83,23 @@ def _pairs(records: Sequence[Record], task: str, samples: int, deep: str) -> lis
     return sorted(pairs, key=lambda p: p[1].seed)
 
 
+def learned(record: Record) -> bool:
+    """A run is a result only if it learned: it fitted its training data (``RunResult.fitted``) and
+    its validation score ended above the untrained model's (``initial_value``)."""
+    return bool(record.result.fitted) and record.result.value > record.result.initial_value
+
+
 def _judged(claim: str, paper: PaperValue, pairs: Sequence[tuple[Record, Record]]) -> ClaimRow:
-    """A claim row from paired runs: Δ over the seeds whose two runs fitted, its interval, verdict."""
-    fitted = [(v, d) for v, d in pairs if v.result.fitted and d.result.fitted]
+    """A claim row from paired runs: Δ over the seeds whose two runs learned, its interval, verdict."""
+    fitted = [(v, d) for v, d in pairs if learned(v) and learned(d)]
     deltas = tuple(d.result.value - v.result.value for v, d in fitted)
     if len(deltas) >= 2:
         low, high = statistics.paired_bootstrap(deltas)
         ours = f"Δ {np.mean(deltas):+.3f}, 95 % [{low:+.3f}, {high:+.3f}]"
         judged = statistics.verdict((low, high), float(paper.value))
     else:
-        ours = f"Δ {deltas[0]:+.3f}" if deltas else "no fitted pair"
-        judged = "inconclusive: fewer than 2 fitted pairs"
+        ours = f"Δ {deltas[0]:+.3f}" if deltas else "no pair that learned"
+        judged = "inconclusive: fewer than 2 pairs that learned"
     runs = [r for p in pairs for r in p]
     return ClaimRow(claim=claim, paper=paper, ours=ours, seeds=f"{len(fitted)} of {len(pairs)}",
                     backbone="; ".join(sorted({r.result.backbone for r in runs})),
@@ -264,7 +270,7 @@ def markdown(rows: Sequence[ClaimRow]) -> str:
     """The claims table in Markdown (MyST renders it as a table)."""
     if not rows:
         return "No claim can be judged from these records (no paired runs found)."
-    out = ["| claim | paper | source | ours | fitted pairs | backbone | device | verdict |",
+    out = ["| claim | paper | source | ours | pairs that learned | backbone | device | verdict |",
            "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r.claim} | {r.paper.text()} | {r.paper.source} | {r.ours} | {r.seeds} | {r.backbone} "
@@ -283,4 +289,4 @@ def report(folder: str | Path, *, missing: bool = False) -> str:
     return markdown(claims(find_records(folder), missing=missing))
 
 
-__all__ = ["ChapterClaim", "ClaimRow", "PENDING", "chapter_claims", "claims", "fewshot_rows", "glue_rows", "markdown", "report"]
+__all__ = ["ChapterClaim", "ClaimRow", "PENDING", "chapter_claims", "claims", "fewshot_rows", "glue_rows", "learned", "markdown", "report"]

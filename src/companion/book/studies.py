@@ -288,6 +288,52 @@ def records_by_folder(root: str | Path) -> dict[str, list[Record]]:
     return out
 
 
+RECHECK_TOLERANCE = 0.01  # a rerun's score within this of the stored one (validation metric units)
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """A stored run run again: its stored and new scores and whether they agree."""
+
+    record: Record
+    rerun: RunResult
+    tolerance: float
+
+    @property
+    def difference(self) -> float:
+        return abs(self.rerun.value - self.record.result.value)
+
+    @property
+    def agrees(self) -> bool:
+        return bool(self.difference <= self.tolerance)
+
+    def describe(self) -> str:
+        r = self.record
+        return (f"{r.config.task} {r.config.method} n={r.config.samples} seed {r.seed} ({r.key}, made at "
+                f"{r.revision[:7]} on {r.device}): stored {r.result.metric} {r.result.value:.4f}, rerun "
+                f"{self.rerun.value:.4f} on {_device()}, |difference| {self.difference:.4f} "
+                + ("within" if self.agrees else "OUTSIDE") + f" {self.tolerance:g}")
+
+
+def recheck(path: str | Path, tolerance: float = RECHECK_TOLERANCE, **fit_kwargs) -> Recheck:
+    """Run one stored run again from its record alone (its setting and seed) and compare the scores.
+
+    Args:
+      path: a record file (``<key>.json``).
+      tolerance: the largest |difference| of the validation score that counts as the same result.
+      fit_kwargs: passed to ``training.fit`` (e.g. log_every); they do not change the score.
+
+    Raises:
+      RecordError: the record cannot be trusted. FileNotFoundError: no such file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is not a record file")
+    record = Store(path.parent)._read(path)
+    (rerun,) = fit(record.config, [record.seed], parallel=1, **fit_kwargs)
+    return Recheck(record, rerun, tolerance)
+
+
 def _device() -> str:
     """Where a run ran, as every chapter names it ("cpu (2 cores)", "gpu: NVIDIA H200")."""
     from companion.book.profiles import device_description
@@ -295,4 +341,4 @@ def _device() -> str:
     return device_description()
 
 
-__all__ = ["Record", "RecordError", "Store", "StudyStatus", "find_records", "records_by_folder", "run_key", "run_study", "status"]
+__all__ = ["RECHECK_TOLERANCE", "Recheck", "Record", "RecordError", "Store", "StudyStatus", "find_records", "recheck", "records_by_folder", "run_key", "run_study", "status"]

@@ -99,9 +99,21 @@ def fitted_count(rows: list[dict], **where: Any) -> tuple[int, int]:
     return sum(bool(r["fitted"]) for r in keep), len(keep)
 
 
+def learned(row: dict) -> bool:
+    """A run is a result only if it learned: it fitted its training data and its validation score
+    ended above the untrained model's (``initial_value``, the same head and encoder before any step)."""
+    return bool(row["fitted"]) and row["value"] > row["initial_value"]
+
+
 def not_drawn(rows: list[dict], **where: Any) -> str | None:
-    """None when every run matching ``where`` fitted; else why a comparison of them is not drawn."""
-    fitted, total = fitted_count(rows, **where)
-    if fitted == total:
+    """None when every run matching ``where`` learned (``learned``); else why a comparison of them is
+    not drawn: how many did not fit their training data, and how many fitted but scored no better
+    than untrained."""
+    keep = [r for r in rows if all(r[k] == v for k, v in where.items())]
+    unfit = sum(not r["fitted"] for r in keep)
+    flat = sum(bool(r["fitted"]) and not learned(r) for r in keep)
+    if not unfit and not flat:
         return None
-    return f"not drawn: {total - fitted} of {total} runs did not fit their training data"
+    why = [f"{unfit} of {len(keep)} runs did not fit their training data"] if unfit else []
+    why += [f"{flat} of {len(keep)} scored no better than untrained"] if flat else []
+    return "not drawn: " + "; ".join(why)

@@ -213,7 +213,8 @@ def table(result: Result, stamp: str) -> str:
 **Backbone:** {result.backbone}. Validation Pearson on {result.n_validation} pairs; {stamp}.
 
 {m['runs_fitted']} of {m['runs']} runs fitted their training data (last training losses at most half of both
-their first ones and the best constant prediction's); comparisons are drawn from fitted runs only.
+their first ones and the best constant prediction's); a comparison is drawn only from runs that learned:
+fitted, and ended with a validation score above the untrained model's ({m[f'vanilla_n{n_min}_initial']:.3f}).
 
 | few-shot STS-B, vanilla r=8 / Deep LoRA, mean ± std | paper ({LOGS}) | ours ({cfg.seeds} seeds, {cfg.base.steps} steps) | runs fitted |
 |---|---|---|---|

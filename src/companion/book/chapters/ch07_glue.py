@@ -153,8 +153,9 @@ def table(result: Result, stamp: str) -> str:
         fitted, total = adaptation.fitted_count(result.rows, task=t)
         ours = adaptation.not_drawn(result.rows, task=t) or f"{per[t]['mean']:+.3f} ± {per[t]['std']:.3f} ({per[t]['seeds']} seeds)"
         n_val = next(r["n_validation"] for r in result.rows if r["task"] == t)
+        untrained = np.mean([r["initial_value"] for r in result.rows if r["task"] == t])
         lines.append(f"| {t.upper()} | {metric} | {PAPER[t].value:+.3f} | {ours} | {mean_of(result, t, 'lora'):.3f} / "
-                     f"{mean_of(result, t, deep):.3f} | {fitted} of {total} | {n_val} |")
+                     f"{mean_of(result, t, deep):.3f} (untrained {untrained:.3f}) | {fitted} of {total} | {n_val} |")
     lines += [f"| {t.upper()} | — | {PAPER[t].value:+.3f} | not run: no data here | — | — | — |" for t in result.absent]
     sst2 = f" (SST-2: {cfg.steps_for('sst2')})" if cfg.steps_for("sst2") != cfg.base.steps else ""
     overall, pooled = result.deltas["overall_mean"], result.deltas["pooled_std"]
@@ -163,8 +164,9 @@ def table(result: Result, stamp: str) -> str:
     return adaptation.smoke_note(stamp) + f"""
 **Backbone:** {result.backbone}; {stamp}; {cfg.samples} training examples, {cfg.base.steps} steps{sst2}.
 
-A Δ is drawn only where every run of the task fitted its training data (last training losses at
-most half of both their first ones and the best constant prediction's).
+A Δ is drawn only where every run of the task learned: it fitted its training data (last training
+losses at most half of both their first ones and the best constant prediction's) and ended with a
+validation score above the untrained model's.
 
 | task | metric | paper Δ ({SOURCE}) | our Δ, mean ± std over seeds | our vanilla / deep mean | runs fitted | validation examples |
 |---|---|---|---|---|---|---|

@@ -172,7 +172,7 @@ def table(result: Result, stamp: str) -> str:
     """The claims table and the chapters' own checks, in Markdown."""
     backbones = sorted({b for s in result.studies for b in s["backbones"]})
     devices = sorted({d for s in result.studies for d in s["devices"]})
-    lines = ["| claim | paper | ours | fitted pairs | verdict |", "|---|---|---|---|---|"]
+    lines = ["| claim | paper | ours | pairs that learned | verdict |", "|---|---|---|---|---|"]
     for r in result.rows:
         lines.append(f"| {_cell(r.claim)} | {_cell(r.paper.text())} | {_cell(r.ours)} | {r.seeds} | **{r.verdict}** |")
     sources = sorted({r.paper.source for r in result.rows})
@@ -198,14 +198,14 @@ def table(result: Result, stamp: str) -> str:
 
 **Backbone of every record:** {'; '.join(backbones) or '—'}. Devices: {', '.join(devices) or '—'}.
 
-| claim | paper | ours | fitted pairs | verdict |
+| claim | paper | ours | pairs that learned | verdict |
 |---|---|---|---|---|
 """ + "\n".join(lines[2:]) + f"""
 
 Verdicts follow one rule, fixed before any run was looked at: the 95 % paired-bootstrap interval
 of the mean Δ over seeds (10 000 resamples) lies wholly on the paper's side of 0 — reproduced —,
 wholly on the other side — not reproduced —, or straddles 0 — inconclusive. Only seeds whose two
-runs both fitted their training data enter a Δ.
+runs both learned enter a Δ: each fitted its training data and ended above the untrained score.
 
 Paper sources: {'; '.join(sources)}.
 
