@@ -20,6 +20,7 @@ def test_book_builds_without_warnings(smoke_executions, tmp_path):
                  "book/intro.html", "book/references.html"):
         assert (html / page).exists(), page
     chapter = (html / "book/executed/01_theorem.html").read_text()
+    assert "# Parameters" not in chapter  # one parameters cell: papermill's injected copy is hidden
     assert chapter.count("<img") >= 4  # the four figures, rendered from executed outputs
     for name in ("01_theorem", "03_compressed_trajectories", "04_matrix_completion",
                  "05_invariant_subspaces_bert", "06_fewshot_stsb", "07_glue_limited_data"):

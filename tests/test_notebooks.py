@@ -3,6 +3,7 @@ and their metrics and figure CSVs compared with the reviewed baselines."""
 
 import importlib
 import json
+import shutil
 
 import nbformat
 import papermill
@@ -74,6 +75,9 @@ def test_smoke_outputs_complete(smoke_executions, name):
     assert (run.results / "config.json").exists()
     executed = nbformat.read(run.executed, as_version=4)
     assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
+    # papermill's injected parameters stay in the executed notebook, hidden from the book's page.
+    (injected,) = [c for c in executed.cells if runner.INJECTED_TAG in c.metadata.get("tags", [])]
+    assert runner.HIDDEN_TAG in injected.metadata["tags"] and 'profile = "smoke"' in injected.source
 
 
 @pytest.mark.parametrize("name", runner.NOTEBOOKS)
@@ -136,6 +140,7 @@ def test_runner_passes_online_from_the_environment(monkeypatch, tmp_path):
 
     def fake_execute(source, target, parameters, **kwargs):
         captured.update(parameters)
+        shutil.copy(source, target)  # as papermill, leave an executed copy (here: unexecuted)
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
     monkeypatch.setenv("COMPANION_ONLINE", "1")
@@ -147,3 +152,19 @@ def test_runner_passes_online_from_the_environment(monkeypatch, tmp_path):
     captured.clear()
     runner.execute("01_theorem", "smoke", root=ROOT, results_dir=tmp_path, executed_dir=tmp_path)
     assert "online" not in captured
+
+
+def test_injected_parameters_are_hidden_from_the_book_but_kept(tmp_path):
+    """papermill's injected cell gets Jupyter Book's remove-cell tag (once); its values stay."""
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}})
+    cell = nbformat.v4.new_code_cell("x = 1")
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell("print(x)")]
+    nbformat.write(nb, tmp_path / "a.ipynb")
+    papermill.execute_notebook(str(tmp_path / "a.ipynb"), str(tmp_path / "b.ipynb"), parameters={"x": 2},
+                               kernel_name="python3", progress_bar=False)
+    assert runner.hide_injected_parameters(tmp_path / "b.ipynb") == 1
+    assert runner.hide_injected_parameters(tmp_path / "b.ipynb") == 0
+    cells = nbformat.read(tmp_path / "b.ipynb", as_version=4).cells
+    assert [c.metadata.get("tags", []) for c in cells] == [["parameters"], ["injected-parameters", "remove-cell"], []]
+    assert "x = 2" in cells[1].source and cells[2].outputs[0]["text"] == "2\n"

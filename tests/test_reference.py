@@ -95,3 +95,34 @@ def test_an_interrupted_reference_run_redoes_only_the_cut_run_and_says_so(tmp_pa
     assert len(list((tmp_path / "tiny").glob("*.json"))) == 3
     with pytest.raises(ValueError, match="unknown reference study"):
         reference.run(tmp_path, ["nope"])
+
+
+def test_linear_chapters_are_stored_as_json_and_csv_once(tmp_path, monkeypatch):
+    """run_chapters keeps a chapter's JSON and CSV outputs (no PNG), marks it done by its provenance,
+    skips it next time, and refuses a chapter that has no full-profile reference run."""
+    from companion.book import notebooks as runner
+
+    calls = []
+
+    def fake_execute(name, profile, *, root=None, results_dir=None, executed_dir=None, force=False, timeout_s=None):
+        calls.append((name, profile, force))
+        out = tmp_path / "run" / name
+        out.mkdir(parents=True)
+        (out / "metrics.json").write_text("{}")
+        (out / "trajectory.csv").write_text("a\n1\n")
+        (out / "trajectory.png").write_bytes(b"png")
+        (out / "provenance.json").write_text(json.dumps({"wall_time_s": 3.0, "device": "cpu (2 cores)",
+                                                         "git_revision": "abcdef0123"}))
+        return runner.Execution(name, out / "x.ipynb", out, 3.0)
+
+    monkeypatch.setattr(runner, "execute", fake_execute)
+    root = tmp_path / "reference"
+    said = []
+    assert reference.run_chapters(root, ["01_theorem"], say=said.append) == ["01_theorem"]
+    stored = root / "chapters" / "full" / "01_theorem"
+    assert sorted(p.name for p in stored.iterdir()) == ["metrics.json", "provenance.json", "trajectory.csv"]
+    assert calls == [("01_theorem", "full", True)] and reference.chapter_done(root, "01_theorem")
+    assert reference.chapter_status(root, "01_theorem") == "01_theorem: stored (3 s on cpu (2 cores), revision abcdef0)"
+    assert reference.run_chapters(root, ["01_theorem"]) == [] and len(calls) == 1
+    with pytest.raises(ValueError, match="no reference run for"):
+        reference.run_chapters(root, ["06_fewshot_stsb"])

@@ -68,3 +68,18 @@ def test_seconds_are_not_compared(tmp_path):
     base = tmp_path / "base"
     baselines.update(tmp_path / "a" / "smoke" / "nb", base)
     assert baselines.compare(tmp_path / "b" / "smoke" / "nb", base) == []
+
+
+def test_describe_config_wraps_every_field_under_its_dataclass():
+    """A chapter's config printed for a reader: every field once, no line over the width."""
+    from companion.book.chapters import ch02_proof, ch06_fewshot
+    from companion.book.results import describe_config
+
+    text = describe_config(ch06_fewshot.config("smoke"), width=80)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert text.splitlines()[0] == "Config" and "\nbase (FinetuneConfig)\n" in text
+    assert "\nbase.adapter (AdapterConfig)\n" in text and "targets='query-value'" in text
+    assert text.count("max_seq_length=32") == 1 and "compare_eval_every=5" in text
+    cases = describe_config(ch02_proof.config("smoke"))
+    assert cases.count("(FactorizationSetting)") == 4 and "cases[3] (FactorizationSetting)" in cases
+    assert describe_config(3) == "3"

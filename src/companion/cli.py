@@ -304,27 +304,39 @@ def _require_book_extra() -> None:
 
 
 def _reference(args: argparse.Namespace) -> dict:
-    """``reproduce --profile reference``: run or resume the reference studies (or print the plan)."""
+    """``reproduce --profile reference``: run or resume the reference studies and the linear
+    chapters' full runs (or print the plan), in ``reference.ORDER``."""
     from companion.book import notebooks as runner, reference, studies
 
     if args.notebooks or args.update_baselines:
         raise UsageError("companion reproduce: --notebooks and --update-baselines apply to smoke and full, "
                          "not to the reference profile (use --studies)")
-    unknown = sorted(set(args.studies or ()) - set(reference.SEEDS))
+    unknown = sorted(set(args.studies or ()) - set(reference.ORDER))
     if unknown:
         raise UsageError(f"companion reproduce: unknown reference study {unknown}; choose from "
-                         + ", ".join(reference.SEEDS))
-    root = runner.repository_root(args.root) / reference.FOLDER
-    chosen = [s for s in reference.plan() if not args.studies or s.name in args.studies]
+                         + ", ".join(reference.ORDER))
+    repository = runner.repository_root(args.root)
+    root = repository / reference.FOLDER
+    names = [n for n in reference.ORDER if not args.studies or n in args.studies]
+    out: dict = {"profile": "reference", "root": str(root), "studies": {}}
     try:
         if args.plan:
-            print(reference.describe(chosen, root))
-            return {"profile": "reference", "root": str(root), "plan": True}
-        done = reference.run(root, [s.name for s in chosen], say=lambda line: print(line, file=sys.stderr))
+            chosen = {s.name: s for s in reference.plan() if s.name in names}
+            for n in names:
+                print(reference.chapter_status(root, n) if n in reference.CHAPTERS else reference.describe([chosen[n]], root))
+            out["plan"] = True
+            return out
+        for n in names:
+            say = lambda line: print(line, file=sys.stderr)  # noqa: E731 (progress on stderr, JSON on stdout)
+            if n in reference.CHAPTERS:
+                reference.run_chapters(root, [n], repository=repository, say=say, timeout_s=args.timeout)
+                out["studies"][n] = {"stored": reference.chapter_done(root, n)}
+            else:
+                st = reference.run(root, [n], say=say)[n]
+                out["studies"][n] = {"recorded": st.recorded, "total": st.total}
     except studies.RecordError as e:
         raise UsageError(f"companion reproduce: {e}") from None
-    return {"profile": "reference", "root": str(root),
-            "studies": {name: {"recorded": st.recorded, "total": st.total} for name, st in done.items()}}
+    return out
 
 
 def _reproduce(args: argparse.Namespace) -> dict:

@@ -127,7 +127,34 @@ def execute(
             os.environ.pop("MPLBACKEND", None)
         else:
             os.environ["MPLBACKEND"] = previous
+    hide_injected_parameters(target)
     return Execution(notebook, target, results_dir / profile / notebook, time.perf_counter() - start)
+
+
+INJECTED_TAG = "injected-parameters"  # papermill's tag on the cell it adds under the parameters cell
+HIDDEN_TAG = "remove-cell"  # Jupyter Book leaves a cell with this tag out of the page
+
+
+def hide_injected_parameters(path: str | Path) -> int:
+    """Tag the cell papermill injected (``# Parameters`` with the values passed) ``remove-cell`` in
+    an executed notebook, so the book shows one parameters cell, the chapter's own; the injected
+    cell stays in the notebook (its values are also in results' config.json and provenance).
+
+    Returns:
+      The number of cells tagged.
+    """
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    tagged = 0
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if INJECTED_TAG in tags and HIDDEN_TAG not in tags:
+            tags.append(HIDDEN_TAG)
+            tagged += 1
+    if tagged:
+        nbformat.write(nb, str(path))
+    return tagged
 
 
 def _shown(path: Path, cwd: Path) -> str:

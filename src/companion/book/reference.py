@@ -19,6 +19,12 @@ backbone is the packaged all-MiniLM-L6-v2, and the seeds are fewer —
 
 A study is resumable (``companion.book.studies``): each finished run is one JSON record, a rerun
 skips what is recorded and redoes only a run that was cut, and says which.
+
+The linear half needs no backbone, so its reference is the chapters' own full profile wherever a
+CPU can run it (``CHAPTERS``): each notebook is executed at ``full`` (forced, on the CPU) and its
+metrics, figure CSVs, configuration and provenance are kept under ``chapters/full/<notebook>/``
+(the figures' PNGs are not: reports hold JSON and CSV only). A chapter is one run: it is done when
+its provenance.json is there, and a cut one is run again whole.
 """
 
 from __future__ import annotations
@@ -37,6 +43,11 @@ MODEL = "minilm"  # the offline backbone (a sentence-embedding model; every reco
 SEEDS = {"fewshot-stsb": 5,  # the studies, by name (plan order), and their seeds
          "rank-sweep": 3, "compressed-vs-wide": 3, "glue": 3}
 FOLDER = Path("reports") / "reference"
+# Chapters whose full profile runs on a 2-core CPU (chapter 3's d = 1000 factorization and
+# chapter 4's d = 1000 completion with its r̂ sweep take hours, so they are separate steps).
+CHAPTERS = ("01_theorem", "02_proof_verification", "03_compressed_trajectories", "04_matrix_completion")
+CHAPTERS_FOLDER = "chapters"  # under the reference folder: chapters/full/<notebook>/
+KEPT = ("*.json", "*.csv")  # what a chapter run leaves in the reports (no PNGs)
 
 
 @dataclass(frozen=True)
@@ -148,7 +159,7 @@ def describe(studies_: Sequence[Study], root: str | Path) -> str:
         st = status(s, root)
         hours, untimed = estimate_hours(s, root)
         left = f"≈ {hours:.1f} h here" + (f" + {untimed} run(s) of a method not yet timed here" if untimed else "")
-        cut = f"; cut last time (redone first): {', '.join(st.cut)}" if st.cut else ""
+        cut = f"; started and not finished (running elsewhere now, or cut: redone first): {', '.join(st.cut)}" if st.cut else ""
         lines.append(f"{s.name}: {st.recorded} of {st.total} runs recorded, time left {left}{cut} — {s.purpose}")
     return "\n".join(lines)
 
@@ -184,4 +195,78 @@ def run(root: str | Path, names: Sequence[str] | None = None, *, progress: bool 
     return out
 
 
-__all__ = ["FOLDER", "MODEL", "Part", "SEEDS", "Study", "describe", "estimate_hours", "plan", "run", "status"]
+# The whole profile in the order ``companion reproduce --profile reference`` runs it: the two
+# chapters of minutes first, then the Deep LoRA studies, then the two chapters of hours.
+ORDER = ("01_theorem", "02_proof_verification", *SEEDS, "03_compressed_trajectories", "04_matrix_completion")
+
+
+def chapter_status(root: str | Path, notebook: str) -> str:
+    """One line: whether the chapter's full run is stored, with its device and wall time."""
+    import json
+
+    if not chapter_done(root, notebook):
+        return f"{notebook}: not run yet (the chapter's full profile, forced on this machine)"
+    prov = json.loads((Path(root) / CHAPTERS_FOLDER / "full" / notebook / "provenance.json").read_text())
+    return f"{notebook}: stored ({prov['wall_time_s']:.0f} s on {prov['device']}, revision {prov['git_revision'][:7]})"
+
+
+def chapter_done(root: str | Path, notebook: str) -> bool:
+    """Whether the chapter's full-profile run is stored (its provenance.json is written last)."""
+    return (Path(root) / CHAPTERS_FOLDER / "full" / notebook / "provenance.json").is_file()
+
+
+def run_chapters(root: str | Path, notebooks: Sequence[str] = CHAPTERS, *, repository: str | Path | None = None,
+                 say: Callable[[str], None] = print, timeout_s: int | None = None) -> list[str]:
+    """Execute the chapters not yet stored at the full profile on this machine (forced if there is no
+    GPU) and keep their JSON and CSV outputs under ``root/chapters/full/<notebook>/``.
+
+    Args:
+      root: the reference folder.
+      notebooks: chapters to run (default ``CHAPTERS``); stored ones are skipped.
+      repository: the checkout holding notebooks/ (default: found from the working directory).
+      timeout_s: per-cell limit (default: the full profile's).
+
+    Returns:
+      The chapters run now.
+
+    Raises:
+      ValueError: a notebook outside ``CHAPTERS``.
+      papermill.PapermillExecutionError: a chapter failed (its claims did not hold, say); nothing of
+        it is stored.
+    """
+    import shutil
+    import tempfile
+
+    from companion.book import notebooks as runner
+
+    unknown = [n for n in notebooks if n not in CHAPTERS]
+    if unknown:
+        raise ValueError(f"no reference run for {unknown}; the chapters run at full are {', '.join(CHAPTERS)}")
+    done = []
+    for name in notebooks:
+        if chapter_done(root, name):
+            continue
+        target = Path(root) / CHAPTERS_FOLDER / "full" / name
+        if target.exists():
+            say(f"chapter {name}: a cut run is there (no provenance.json); running it again")
+            shutil.rmtree(target)
+        say(f"chapter {name}: running the full profile")
+        with tempfile.TemporaryDirectory() as tmp:
+            run = runner.execute(name, "full", root=repository, results_dir=tmp, executed_dir=tmp, force=True,
+                                 timeout_s=timeout_s)
+            staging = target.with_name(name + ".partial")
+            if staging.exists():
+                shutil.rmtree(staging)
+            staging.mkdir(parents=True)
+            for pattern in KEPT:
+                for f in run.results.glob(pattern):
+                    if f.name != "provenance.json":
+                        shutil.copy2(f, staging / f.name)
+            shutil.copy2(run.results / "provenance.json", staging / "provenance.json")
+            staging.rename(target)
+        say(f"chapter {name}: stored in {target} ({run.wall_time_s:.0f} s)")
+        done.append(name)
+    return done
+
+
+__all__ = ["CHAPTERS", "ORDER", "chapter_done", "chapter_status", "run_chapters", "FOLDER", "MODEL", "Part", "SEEDS", "Study", "describe", "estimate_hours", "plan", "run", "status"]

@@ -86,6 +86,38 @@ def _format(v: Any) -> str:
     return str(v)
 
 
+def describe_config(config: Any, width: int = 88) -> str:
+    """A configuration as a reader can read it in a code cell: one block per (nested) dataclass,
+    named by its path (``base.adapter``), its fields as ``name=value`` wrapped at ``width``, and
+    nested dataclasses in their own block after it (the notebooks' setup cells print this).
+
+    Args:
+      config: a dataclass instance (a chapter's Config).
+      width: the longest line.
+    """
+    import textwrap
+
+    if not dataclasses.is_dataclass(config):
+        return textwrap.fill(repr(config), width)
+    blocks, todo = [], [("", config)]
+    while todo:
+        path, obj = todo.pop(0)
+        items = []
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                todo.append((f"{path}.{f.name}" if path else f.name, value))
+            elif isinstance(value, tuple) and value and all(dataclasses.is_dataclass(v) for v in value):
+                todo += [(f"{path + '.' if path else ''}{f.name}[{i}]", v) for i, v in enumerate(value)]
+            else:
+                items.append(f"{f.name}={value!r}")
+        title = f"{path} ({type(obj).__name__})" if path else type(obj).__name__
+        body = textwrap.fill(", ".join(items), width, initial_indent="  ", subsequent_indent="  ",
+                             break_long_words=False, break_on_hyphens=False) if items else "  (no other fields)"
+        blocks.append(f"{title}\n{body}")
+    return "\n".join(blocks)
+
+
 def read_table(path: str | Path) -> dict[str, list[str]]:
     """Read a CSV written by ``write_table`` into columns of strings."""
     with open(path, newline="") as f:

@@ -14,11 +14,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-from companion.book import claims, report, statistics
+from companion.book import claims, reference, report, statistics
 from companion.book.chapters import ch06_fewshot
 from companion.book.profiles import check_profile_name
 from companion.book.studies import Record, records_by_folder
@@ -58,6 +59,9 @@ class Result:
       rows: the claims table (``report.claims`` with the missing claims).
       chapter_rows: the claims each chapter checked on its run; absent_chapters: chapters
         without a finished run at this profile.
+      reference_rows: the claims chapters 1–4 checked on their full-profile runs stored under
+        ``reports_dir/reference/chapters/full/`` (the reference profile); reference_absent: those
+        not stored yet.
       fewshot_runs, fewshot_deltas: the few-shot figure's numbers (``plots.report.fewshot_records``).
       offline_tasks: GLUE tasks with data here (None: no data folder set).
     """
@@ -68,6 +72,8 @@ class Result:
     rows: list[report.ClaimRow]
     chapter_rows: list[report.ChapterClaim]
     absent_chapters: list[str]
+    reference_rows: list[report.ChapterClaim]
+    reference_absent: list[str]
     fewshot_runs: list[dict]
     fewshot_deltas: list[dict]
     offline_tasks: list[str] | None
@@ -107,6 +113,8 @@ def run(cfg: Config) -> Result:
     offline = _offline_tasks()
     rows = report.claims(records, missing=True, offline_tasks=offline)
     chapter_rows, absent = report.chapter_claims(cfg.results_dir, cfg.profile, CHAPTER_NOTEBOOKS)
+    stored = Path(cfg.reports_dir) / "reference" / reference.CHAPTERS_FOLDER
+    reference_rows, reference_absent = report.chapter_claims(stored, "full", reference.CHAPTERS)
     stsb = [r for r in records if r.config.task == "stsb" and r.config.samples in ch06_fewshot.PAPER["curve"]["lora"]]
     runs = [{"method": r.config.method, "samples": r.config.samples, "seed": r.seed, "value": r.result.value,
              "fitted": bool(r.result.fitted), "first_loss": r.result.first_loss, "last_loss": r.result.last_loss}
@@ -120,8 +128,8 @@ def run(cfg: Config) -> Result:
         deltas.append({"method": method, "samples": n, "values": values,
                        "mean": float(np.mean(values)) if values else float("nan"), "low": low, "high": high,
                        "verdict": row.verdict})
-    return Result(cfg, records, _studies(by_folder), rows, chapter_rows, absent, runs, deltas, offline,
-                  time.perf_counter() - start)
+    return Result(cfg, records, _studies(by_folder), rows, chapter_rows, absent, reference_rows, reference_absent,
+                  runs, deltas, offline, time.perf_counter() - start)
 
 
 def summary(result: Result) -> dict[str, float]:
@@ -135,6 +143,9 @@ def summary(result: Result) -> dict[str, float]:
         "inconclusive": sum(v for k, v in verdicts.items() if k.startswith("inconclusive")),
         "chapter_claims": len(result.chapter_rows), "chapter_claims_holding": sum(c.holds for c in result.chapter_rows),
         "chapters_absent": len(result.absent_chapters),
+        "reference_chapter_claims": len(result.reference_rows),
+        "reference_chapter_claims_holding": sum(c.holds for c in result.reference_rows),
+        "reference_chapters_stored": len(reference.CHAPTERS) - len(result.reference_absent),
         "study_hours": sum(s["hours"] for s in result.studies),
     }
     for d in result.fewshot_deltas:
@@ -188,6 +199,11 @@ def table(result: Result, stamp: str) -> str:
         chapter_lines.append(f"| {c.notebook} | {_cell(c.statement)} | {_cell(c.detail)} | {verdict} |")
     if not chapter_lines:
         chapter_lines.append("| — | no chapter run read | — | — |")
+    reference_lines = [f"| {c.notebook} | {_cell(c.statement)} | {_cell(c.detail)} | "
+                       f"{'holds' if c.holds else 'does not hold'} (full profile, {_device(c.device)}) |"
+                       for c in result.reference_rows] or ["| — | no chapter stored yet | — | — |"]
+    reference_absent = (f"\n\nNot stored yet (`companion reproduce --profile reference` runs them): "
+                        + ", ".join(result.reference_absent) + "." if result.reference_absent else "")
     absent = (f"\n\nNo finished run at the {result.config.profile} profile under `{result.config.results_dir}` for: "
               + ", ".join(result.absent_chapters) + "." if result.absent_chapters else "")
     return f"""**Where the Deep LoRA numbers come from** ({len(result.records)} records under `{result.config.reports_dir}`):
@@ -208,6 +224,13 @@ wholly on the other side — not reproduced —, or straddles 0 — inconclusive
 runs both learned enter a Δ: each fitted its training data and ended above the untrained score.
 
 Paper sources: {'; '.join(sources)}.
+
+**The linear half at the paper's scale** (the reference profile: chapters 1–4 at their full settings, run on a
+CPU and stored under `{result.config.reports_dir}/reference/chapters/full/`):
+
+| chapter | claim | numbers | verdict |
+|---|---|---|---|
+""" + "\n".join(reference_lines) + reference_absent + f"""
 
 **The chapters' own checks** ({stamp}): the claims each chapter verified on its run, with their margins.
 
@@ -235,7 +258,8 @@ def check_claims(metrics: Mapping[str, float], profile: str) -> list[claims.Clai
     check_profile_name(profile)
     m = metrics
     claims.require(m, "records", "claims", "claims_judged", "reproduced", "not_reproduced", "inconclusive",
-                   "chapter_claims", "chapter_claims_holding")
+                   "chapter_claims", "chapter_claims_holding", "reference_chapter_claims",
+                   "reference_chapter_claims_holding")
     intervals = sorted({k.rsplit("_", 1)[0] for k in m if k.startswith("fewshot_") and k.endswith("_low")})
     return claims.verify([
         claims.claim("the report found study records", m["records"] > 0, f"{m['records']} records"),
@@ -246,4 +270,7 @@ def check_claims(metrics: Mapping[str, float], profile: str) -> list[claims.Clai
                      f"{len(intervals)} intervals"),
         claims.claim("every chapter check read from a finished run held",
                      m["chapter_claims_holding"] == m["chapter_claims"], f"{m['chapter_claims']} checks"),
+        claims.claim("every stored full-profile chapter check held",
+                     m["reference_chapter_claims_holding"] == m["reference_chapter_claims"],
+                     f"{m['reference_chapter_claims']} checks"),
     ])
