@@ -48,6 +48,7 @@ def test_book_builds_without_warnings(built_book):
         assert "cdn.jsdelivr.net" not in text and "mathjax@" not in text, page
     assert '_static/mathjax/tex-svg-full.js' in chapter
     assert chapter.count("const THEBE_JS_URL") == 1  # each page script once (book/_ext/single_scripts)
+    assert "_static/wrap-code.css" in chapter  # long code lines wrap instead of scrolling out of sight
     assert "# Parameters" not in chapter  # one parameters cell: papermill's injected copy is hidden
     assert chapter.count("<img") >= 4  # the four figures, rendered from executed outputs
     for name in ("01_theorem", "03_compressed_trajectories", "04_matrix_completion",
