@@ -50,7 +50,19 @@ book: notebooks
 # one worker), the other runs the unit tests meanwhile. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: setup
+	@$(BROWSER_INSTALL)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS)
+
+# The browser test (tests/test_book.py) opens the built book in headless Chromium. Where Chromium
+# is missing and Debian's apt can install it, it is installed in the background while the suite
+# runs (the test waits for it: .cache/chromium-install.rc); elsewhere the test skips, saying why.
+BROWSER_INSTALL = if ! command -v chromium > /dev/null && command -v apt-get > /dev/null && [ "$$(id -u)" = 0 ]; then \
+	  mkdir -p .cache && rm -f .cache/chromium-install.rc && \
+	  ( { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || { apt-get update -q && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; } > .cache/chromium-install.log 2>&1; \
+	    echo $$? > .cache/chromium-install.rc ) & \
+	  echo "make test: installing Chromium in the background for the browser test (.cache/chromium-install.log)"; \
+	fi
 
 # The only way baselines change: re-run the smoke notebooks and overwrite baselines/smoke/.
 baselines: setup
