@@ -111,6 +111,7 @@ def test_linear_chapters_are_stored_as_json_and_csv_once(tmp_path, monkeypatch):
         (out / "metrics.json").write_text("{}")
         (out / "trajectory.csv").write_text("a\n1\n")
         (out / "trajectory.png").write_bytes(b"png")
+        (out / "huge.csv").write_text("x\n" + "1\n" * (reference.MAX_CSV_BYTES // 2 + 1))
         (out / "provenance.json").write_text(json.dumps({"wall_time_s": 3.0, "device": "cpu (2 cores)",
                                                          "git_revision": "abcdef0123"}))
         return runner.Execution(name, out / "x.ipynb", out, 3.0)
@@ -120,7 +121,9 @@ def test_linear_chapters_are_stored_as_json_and_csv_once(tmp_path, monkeypatch):
     said = []
     assert reference.run_chapters(root, ["01_theorem"], say=said.append) == ["01_theorem"]
     stored = root / "chapters" / "full" / "01_theorem"
-    assert sorted(p.name for p in stored.iterdir()) == ["metrics.json", "provenance.json", "trajectory.csv"]
+    assert sorted(p.name for p in stored.iterdir()) == ["metrics.json", "omitted.json", "provenance.json",
+                                                        "trajectory.csv"]
+    assert list(json.loads((stored / "omitted.json").read_text())["left_out"]) == ["huge.csv"]
     assert calls == [("01_theorem", "full", True)] and reference.chapter_done(root, "01_theorem")
     assert reference.chapter_status(root, "01_theorem") == "01_theorem: stored (3 s on cpu (2 cores), revision abcdef0)"
     assert reference.run_chapters(root, ["01_theorem"]) == [] and len(calls) == 1

@@ -23,7 +23,7 @@ skips what is recorded and redoes only a run that was cut, and says which.
 The linear half needs no backbone, so its reference is the chapters' own full profile wherever a
 CPU can run it (``CHAPTERS``): each notebook is executed at ``full`` (forced, on the CPU) and its
 metrics, figure CSVs, configuration and provenance are kept under ``chapters/full/<notebook>/``
-(the figures' PNGs are not: reports hold JSON and CSV only). A chapter is one run: it is done when
+(not the PNGs, nor a CSV over 1 MB, listed in omitted.json: reports hold small JSON and CSV files). A chapter is one run: it is done when
 its provenance.json is there, and a cut one is run again whole.
 """
 
@@ -48,6 +48,9 @@ FOLDER = Path("reports") / "reference"
 CHAPTERS = ("01_theorem", "02_proof_verification", "03_compressed_trajectories", "04_matrix_completion")
 CHAPTERS_FOLDER = "chapters"  # under the reference folder: chapters/full/<notebook>/
 KEPT = ("*.json", "*.csv")  # what a chapter run leaves in the reports (no PNGs)
+# A figure CSV larger than this stays out of the reports (chapter 1's full singular values are
+# 18 MB); omitted.json lists each one left out with its size, and the run's metrics keep its numbers.
+MAX_CSV_BYTES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,7 @@ def run_chapters(root: str | Path, notebooks: Sequence[str] = CHAPTERS, *, repos
       papermill.PapermillExecutionError: a chapter failed (its claims did not hold, say); nothing of
         it is stored.
     """
+    import json
     import shutil
     import tempfile
 
@@ -258,10 +262,16 @@ def run_chapters(root: str | Path, notebooks: Sequence[str] = CHAPTERS, *, repos
             if staging.exists():
                 shutil.rmtree(staging)
             staging.mkdir(parents=True)
+            omitted = {}
             for pattern in KEPT:
                 for f in run.results.glob(pattern):
-                    if f.name != "provenance.json":
+                    if f.suffix == ".csv" and f.stat().st_size > MAX_CSV_BYTES:
+                        omitted[f.name] = f.stat().st_size
+                    elif f.name != "provenance.json":
                         shutil.copy2(f, staging / f.name)
+            if omitted:
+                (staging / "omitted.json").write_text(json.dumps({"max_csv_bytes": MAX_CSV_BYTES, "left_out": omitted},
+                                                                 indent=1) + "\n")
             shutil.copy2(run.results / "provenance.json", staging / "provenance.json")
             staging.rename(target)
         say(f"chapter {name}: stored in {target} ({run.wall_time_s:.0f} s)")
