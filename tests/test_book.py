@@ -121,6 +121,19 @@ def console_errors(log: str) -> list[str]:
             if "CONSOLE" in line and ("Uncaught" in line or "Error" in line) or "Failed to load resource" in line]
 
 
+def missing_images(dom: str, page: Path) -> list[str]:
+    """The page's images whose file is not in the built book (or is empty): what would show as a
+    broken image. Inline (data:) images count as loaded."""
+    out = []
+    for src in re.findall(r'<img\b[^>]*\bsrc="([^"]+)"', dom):
+        if src.startswith("data:"):
+            continue
+        target = (page.parent / html_module.unescape(src).split("?")[0]).resolve()
+        if not target.is_file() or target.stat().st_size == 0:
+            out.append(src)
+    return out
+
+
 CHAPTER_PAGES = [f"book/executed/{name}.html" for name in runner.NOTEBOOKS]
 
 
@@ -132,6 +145,7 @@ def test_every_chapter_renders_its_math_in_a_browser(built_book, chromium, tmp_p
         dom, log = render(chromium, html / page, tmp_path / "profile")
         assert not math_problems(dom), (page, math_problems(dom))
         assert not console_errors(log), (page, console_errors(log))
+        assert "<img" in dom and not missing_images(dom, html / page), (page, missing_images(dom, html / page))
         assert "<table" in dom, page  # the paper-vs-ours tables are tables
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for name in ("01_theorem", "04_matrix_completion", "06_fewshot_stsb"):
@@ -149,3 +163,9 @@ def test_the_browser_test_fails_when_math_does_not_render(built_book, chromium, 
     dom, _ = render(chromium, broken / "book/executed/01_theorem.html", tmp_path / "profile")
     problems = math_problems(dom)
     assert any(p.startswith("raw TeX") for p in problems) and "no formula typeset (no mjx-container element)" in problems
+    # And a figure whose file is gone is reported as not loaded.
+    page = broken / "book/executed/01_theorem.html"
+    assert not missing_images(dom, page)
+    first = re.search(r'<img\b[^>]*\bsrc="(\.\./\.\./_images/[^"]+)"', dom).group(1)
+    (page.parent / first).resolve().unlink()
+    assert missing_images(dom, page) == [first]
