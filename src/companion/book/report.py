@@ -49,6 +49,9 @@ class ClaimRow:
       device: where they ran.
       verdict: "reproduced", "not reproduced", "inconclusive", or why there is none.
       values: the per-seed numbers behind ``ours`` (for tests and figures).
+      interval: their 95 % paired-bootstrap interval (None with fewer than 2).
+      setting: (task, samples, Deep LoRA method) of the compared runs (the overall GLUE row: ("glue",
+        1024, "deep-lora")); () for a claim without records.
     """
 
     claim: str
@@ -59,6 +62,8 @@ class ClaimRow:
     device: str
     verdict: str
     values: tuple[float, ...] = ()
+    interval: tuple[float, float] | None = None  # the 95 % paired-bootstrap interval behind the verdict
+    setting: tuple = ()  # what the row compares, e.g. ("stsb", 16, "deep-lora-compressed"); () if pending
 
 
 def _pair_key(record: Record) -> tuple:
@@ -89,12 +94,13 @@ def learned(record: Record) -> bool:
     return bool(record.result.fitted) and record.result.value > record.result.initial_value
 
 
-def _judged(claim: str, paper: PaperValue, pairs: Sequence[tuple[Record, Record]]) -> ClaimRow:
+def _judged(claim: str, paper: PaperValue, pairs: Sequence[tuple[Record, Record]], setting: tuple = ()) -> ClaimRow:
     """A claim row from paired runs: Δ over the seeds whose two runs learned, its interval, verdict."""
     fitted = [(v, d) for v, d in pairs if learned(v) and learned(d)]
     deltas = tuple(d.result.value - v.result.value for v, d in fitted)
+    interval = None
     if len(deltas) >= 2:
-        low, high = statistics.paired_bootstrap(deltas)
+        low, high = interval = statistics.paired_bootstrap(deltas)
         ours = f"Δ {np.mean(deltas):+.3f}, 95 % [{low:+.3f}, {high:+.3f}]"
         judged = statistics.verdict((low, high), float(paper.value))
     else:
@@ -103,7 +109,8 @@ def _judged(claim: str, paper: PaperValue, pairs: Sequence[tuple[Record, Record]
     runs = [r for p in pairs for r in p]
     return ClaimRow(claim=claim, paper=paper, ours=ours, seeds=f"{len(fitted)} of {len(pairs)}",
                     backbone="; ".join(sorted({r.result.backbone for r in runs})),
-                    device="; ".join(sorted({r.device for r in runs})), verdict=judged, values=deltas)
+                    device="; ".join(sorted({r.device for r in runs})), verdict=judged, values=deltas,
+                    interval=interval, setting=setting)
 
 
 def fewshot_rows(records: Sequence[Record], *, missing: bool = False) -> list[ClaimRow]:
@@ -130,7 +137,7 @@ def fewshot_rows(records: Sequence[Record], *, missing: bool = False) -> list[Cl
                      "wide Deep LoRA's, which compression is meant to keep)")
             pairs = _pairs(records, "stsb", n, deep)
             if pairs:
-                rows.append(_judged(claim, paper, pairs))
+                rows.append(_judged(claim, paper, pairs, ("stsb", n, deep)))
             elif missing:
                 rows.append(_not_run(claim, paper))
     return rows
@@ -156,7 +163,7 @@ def glue_rows(records: Sequence[Record], *, missing: bool = False,
         claim = f"limited-data GLUE {task.upper()}: Deep LoRA above vanilla LoRA"
         pairs = _pairs(records, task, GLUE_SAMPLES, "deep-lora")
         if pairs:
-            rows.append(_judged(claim, paper, pairs))
+            rows.append(_judged(claim, paper, pairs, (task, GLUE_SAMPLES, "deep-lora")))
             per_task[task] = {d.seed: (v, d) for v, d in pairs}
         elif missing:
             rows.append(_not_run(claim, paper, NOT_RUN if task in offline else
@@ -168,7 +175,7 @@ def glue_rows(records: Sequence[Record], *, missing: bool = False,
         overall = [(_mean_record([per_task[t][s][0] for t in per_task]), _mean_record([per_task[t][s][1] for t in per_task]))
                    for s in seeds]
         row = _judged(f"limited-data GLUE overall ({len(per_task)} of {len(glue_chapter.PAPER)} tasks): "
-                      "Deep LoRA above vanilla LoRA", glue_chapter.PAPER_OVERALL, overall)
+                      "Deep LoRA above vanilla LoRA", glue_chapter.PAPER_OVERALL, overall, ("glue", GLUE_SAMPLES, "deep-lora"))
         rows.append(row)
     elif missing:
         rows.append(_not_run("limited-data GLUE overall: Deep LoRA above vanilla LoRA", glue_chapter.PAPER_OVERALL))

@@ -86,7 +86,7 @@ def _format(v: Any) -> str:
     return str(v)
 
 
-def describe_config(config: Any, width: int = 88) -> str:
+def describe_config(config: Any, width: int = 76) -> str:
     """A configuration as a reader can read it in a code cell: one block per (nested) dataclass,
     named by its path (``base.adapter``), its fields as ``name=value`` wrapped at ``width``, and
     nested dataclasses in their own block after it (the notebooks' setup cells print this).

@@ -19,7 +19,7 @@ from typing import Mapping
 
 import numpy as np
 
-from companion.book import claims, reference, report, statistics
+from companion.book import claims, reference, report
 from companion.book.chapters import ch06_fewshot
 from companion.book.profiles import check_profile_name
 from companion.book.studies import Record, records_by_folder
@@ -120,11 +120,12 @@ def run(cfg: Config) -> Result:
              "fitted": bool(r.result.fitted), "first_loss": r.result.first_loss, "last_loss": r.result.last_loss}
             for r in sorted(stsb, key=lambda r: (r.config.method, r.config.samples, r.seed))]
     deltas = []
-    for row in report.fewshot_rows(records):
-        n = int(row.claim.split("n = ")[1].split(":")[0])
-        method = "deep-lora-compressed" if "compressed" in row.claim else "deep-lora"
+    for row in rows:  # the judged few-shot rows, with the interval their verdict used
+        if not row.setting or row.setting[0] != "stsb":
+            continue
+        _, n, method = row.setting
         values = list(row.values)
-        low, high = statistics.paired_bootstrap(values) if len(values) >= 2 else (None, None)
+        low, high = row.interval or (None, None)
         deltas.append({"method": method, "samples": n, "values": values,
                        "mean": float(np.mean(values)) if values else float("nan"), "low": low, "high": high,
                        "verdict": row.verdict})
