@@ -18,7 +18,7 @@ from companion.adapt import adapters, batching, bert, glue, training
 from companion.adapt.adapters import AdapterConfig
 from companion.adapt.lora import AdapterParam
 from companion.adapt.training import FinetuneConfig, RunResult, finetune, fit
-from conftest import tiny_stsb
+from conftest import needs_glue, tiny_stsb
 
 try:
     glue.data_dir()
@@ -455,3 +455,33 @@ def test_on_chunk_gets_each_program_as_it_ends():
     seen = []
     results = fit(vary(TINY, steps=2), [0, 1], parallel=1, on_chunk=lambda done: seen.append([r.seed for r in done]))
     assert seen == [[0], [1]] and [r.seed for r in results] == [0, 1]
+
+
+_RUN_AT_LEVEL = """
+import json
+from companion.adapt.training import fit
+from conftest import needs_glue, tiny_stsb
+(r,) = fit(tiny_stsb(), log_every=1)
+print(json.dumps({"loss": r.train_loss, "value": r.value, "initial": r.initial_value}))
+"""
+
+
+@needs_glue
+def test_fast_compile_level_changes_no_number():
+    """``make test`` and the smoke notebooks compile at XLA's backend optimisation level 1 (the
+    Makefile's FAST_COMPILE), users' runs at the default 3: a run's every loss and score agree bit
+    for bit at both, so the smoke baselines hold for both."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def run(level: int) -> dict:
+        env = {**os.environ, "XLA_FLAGS": f"--xla_backend_optimization_level={level}",
+               "PYTHONPATH": str(Path(__file__).parent)}
+        out = subprocess.run([sys.executable, "-c", _RUN_AT_LEVEL], env=env, capture_output=True, text=True,
+                             check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    fast, default = run(1), run(3)
+    assert len(default["loss"]) == TINY.steps and fast == default
