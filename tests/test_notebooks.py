@@ -67,6 +67,8 @@ def test_smoke_outputs_complete(smoke_executions, name):
     prov = json.loads((run.results / "provenance.json").read_text())
     assert prov["profile"] == "smoke" and prov["device"].startswith("cpu")
     assert set(prov) >= {"git_revision", "packages", "wall_time_s", "figures"}
+    # The kernel compiled at the level chosen for it (companion.book.notebooks.kernel_xla_flags).
+    assert prov["xla_flags"] == (runner.kernel_xla_flags(name, "smoke") or "")
     for fig in prov["figures"]:
         assert (run.results / f"{fig}.png").stat().st_size > 1000
         assert (run.results / f"{fig}.csv").exists()
@@ -168,3 +170,22 @@ def test_injected_parameters_are_hidden_from_the_book_but_kept(tmp_path):
     cells = nbformat.read(tmp_path / "b.ipynb", as_version=4).cells
     assert [c.metadata.get("tags", []) for c in cells] == [["parameters"], ["injected-parameters", "remove-cell"], []]
     assert "x = 2" in cells[1].source and cells[2].outputs[0]["text"] == "2\n"
+
+
+@pytest.mark.parametrize("notebook, profile, environ, expected", [
+    ("07_glue_limited_data", "smoke", {}, runner.FAST_COMPILE),
+    ("07_glue_limited_data", "smoke", {"XLA_FLAGS": "--xla_dump_to=/tmp/x"}, f"--xla_dump_to=/tmp/x {runner.FAST_COMPILE}"),
+    ("07_glue_limited_data", "smoke", {"XLA_FLAGS": "--xla_backend_optimization_level=2"}, "--xla_backend_optimization_level=2"),
+    ("07_glue_limited_data", "full", {}, None),
+    ("05_invariant_subspaces_bert", "smoke", {}, None),
+    ("05_invariant_subspaces_bert", "smoke", {"XLA_FLAGS": "--a"}, "--a"),
+    # Under the test suite the kernels start from the caller's flags, not the suite's own.
+    ("05_invariant_subspaces_bert", "smoke", {"XLA_FLAGS": runner.FAST_COMPILE, runner.KERNEL_XLA_FLAGS_ENV: ""}, None),
+    ("01_theorem", "smoke", {"XLA_FLAGS": runner.FAST_COMPILE, runner.KERNEL_XLA_FLAGS_ENV: "--a"}, f"--a {runner.FAST_COMPILE}"),
+])
+def test_kernel_xla_flags(notebook, profile, environ, expected):
+    assert runner.kernel_xla_flags(notebook, profile, environ) == expected
+
+
+def test_fast_compile_notebooks_are_notebooks():
+    assert set(runner.FAST_COMPILE_NOTEBOOKS) < set(runner.NOTEBOOKS)

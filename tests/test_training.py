@@ -468,9 +468,9 @@ print(json.dumps({"loss": r.train_loss, "value": r.value, "initial": r.initial_v
 
 @needs_glue
 def test_fast_compile_level_changes_no_number():
-    """``make test`` and the smoke notebooks compile at XLA's backend optimisation level 1 (the
-    Makefile's FAST_COMPILE), users' runs at the default 3: a run's every loss and score agree bit
-    for bit at both, so the smoke baselines hold for both."""
+    """The tests and some smoke notebooks compile at XLA's backend optimisation level 1
+    (``notebooks.FAST_COMPILE``), other runs at the default 3: a run's every loss and score agree
+    bit for bit at both, so a result does not depend on where it ran."""
     import os
     import subprocess
     import sys

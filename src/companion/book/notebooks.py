@@ -22,6 +22,30 @@ ONLINE_ENV = "COMPANION_ONLINE"  # as companion.adapt.bert.ONLINE_ENV (not impor
 # Per-cell limits (papermill's execution_timeout): generous, but never papermill's "no limit".
 CELL_TIMEOUT_S = {"smoke": 1200, "full": 4 * 3600}
 
+# XLA's backend optimisation level for the smoke kernels of these notebooks: 1, not XLA's default
+# 3. Their smoke runs compile many small programs, and at level 3 most of their time on a CPU went
+# to LLVM optimising them; the numbers do not change (tests/test_training.py checks a run bit for
+# bit at both levels). Measured on 2 cores: a smoke GLUE fit 130 s -> 66 s (compile of a 2-layer
+# MiniLM step 14 s -> 3 s, step 132 ms -> 124 ms); chapters 1-4 a fifth faster, chapter 6 476 s
+# against 555 s. Not chapter 5: its wide Deep LoRA on the attention and MLP matrices ran 3.8x
+# longer at level 1 (668 s against 177 s). Full-profile kernels keep XLA's default, and an
+# XLA_FLAGS that chooses a level is always kept.
+FAST_COMPILE = "--xla_backend_optimization_level=1"
+FAST_COMPILE_NOTEBOOKS = ("01_theorem", "02_proof_verification", "03_compressed_trajectories",
+                          "04_matrix_completion", "06_fewshot_stsb", "07_glue_limited_data")
+# The XLA_FLAGS the kernels start from, where it is not this process's own (the test suite sets
+# FAST_COMPILE for its own processes, tests/conftest.py, and keeps the caller's flags here).
+KERNEL_XLA_FLAGS_ENV = "COMPANION_KERNEL_XLA_FLAGS"
+
+
+def kernel_xla_flags(notebook: str, profile: str, environ=os.environ) -> str | None:
+    """The XLA_FLAGS a notebook's kernel gets: the caller's, plus FAST_COMPILE for the smoke
+    kernels of FAST_COMPILE_NOTEBOOKS unless the caller's flags choose a level. None: unset."""
+    flags = environ.get(KERNEL_XLA_FLAGS_ENV, environ.get("XLA_FLAGS"))
+    if profile == "smoke" and notebook in FAST_COMPILE_NOTEBOOKS and "xla_backend_optimization_level" not in (flags or ""):
+        return f"{flags} {FAST_COMPILE}".strip() if flags else FAST_COMPILE
+    return flags or None
+
 
 @dataclass(frozen=True)
 class Execution:
@@ -109,9 +133,13 @@ def execute(
         parameters["online"] = os.environ.get(ONLINE_ENV, "") not in ("", "0")
     start = time.perf_counter()
     # The kernel inherits this environment: an MPLBACKEND=Agg set for headless scripts would
-    # keep every figure out of the executed notebook, and so out of the book.
-    previous = os.environ.get("MPLBACKEND")
-    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    # keep every figure out of the executed notebook, and so out of the book; XLA_FLAGS as
+    # kernel_xla_flags says.
+    kernel_env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline",
+                  "XLA_FLAGS": kernel_xla_flags(notebook, profile)}
+    previous = {k: os.environ.get(k) for k in kernel_env}
+    for k, v in kernel_env.items():
+        _set_env(k, v)
     try:
         papermill.execute_notebook(
             str(source),
@@ -123,12 +151,17 @@ def execute(
             progress_bar=False,
         )
     finally:
-        if previous is None:
-            os.environ.pop("MPLBACKEND", None)
-        else:
-            os.environ["MPLBACKEND"] = previous
+        for k, v in previous.items():
+            _set_env(k, v)
     hide_injected_parameters(target)
     return Execution(notebook, target, results_dir / profile / notebook, time.perf_counter() - start)
+
+
+def _set_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 INJECTED_TAG = "injected-parameters"  # papermill's tag on the cell it adds under the parameters cell

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import math
 import platform
 import subprocess
@@ -204,6 +205,7 @@ class Results:
             "packages": package_versions(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),  # e.g. the smoke kernels' compile level
             "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "wall_time_s": round(time.perf_counter() - self._start, 3),
             "figures": self.figures,
