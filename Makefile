@@ -37,19 +37,9 @@ $(MATHJAX):
 
 setup: $(STAMP) $(MATHJAX)
 
-# The tests and the smoke notebooks compile hundreds of small XLA programs, and on a CPU most of
-# their time went to LLVM optimising them. At XLA's backend optimisation level 1 (the default is
-# 3) a 2-layer MiniLM train step compiles in 3 s, not 14 s, and runs as fast (measured on 2 cores:
-# unit tests 1009 s -> 481 s); the numbers are the same (tests/test_training.py checks a run bit
-# for bit at both levels). Used for the smoke profile, the tests and their baselines only, and only
-# where XLA_FLAGS chooses no level: full runs (a GPU, long CPU studies) keep XLA's default.
-FAST_COMPILE := --xla_backend_optimization_level=1
-SMOKE_XLA_FLAGS := $(strip $(XLA_FLAGS) $(if $(findstring xla_backend_optimization_level,$(XLA_FLAGS)),,$(FAST_COMPILE)))
-SMOKE_ENV := XLA_FLAGS="$(SMOKE_XLA_FLAGS)"
-
 # Execute every notebook with papermill at $(PROFILE): results/$(PROFILE)/, book/executed/.
 notebooks: setup
-	$(if $(filter smoke,$(PROFILE)),$(SMOKE_ENV)) $(BIN)/companion reproduce --profile $(PROFILE)
+	$(BIN)/companion reproduce --profile $(PROFILE)
 
 # Render the executed notebooks and the prose into _build/html (fails on any warning).
 book: notebooks
@@ -61,7 +51,7 @@ book: notebooks
 TEST_WORKERS ?= 2
 test: setup
 	@$(BROWSER_INSTALL)
-	$(SMOKE_ENV) $(BIN)/python -m pytest -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 # The browser test (tests/test_book.py) opens the built book in headless Chromium. Where Chromium
 # is missing and Debian's apt can install it, it is installed in the background while the suite
@@ -76,7 +66,7 @@ BROWSER_INSTALL = if ! command -v chromium > /dev/null && command -v apt-get > /
 
 # The only way baselines change: re-run the smoke notebooks and overwrite baselines/smoke/.
 baselines: setup
-	$(SMOKE_ENV) $(BIN)/companion reproduce --profile smoke --update-baselines
+	$(BIN)/companion reproduce --profile smoke --update-baselines
 
 clean:
 	rm -rf _build book/executed results .cache/mathjax
