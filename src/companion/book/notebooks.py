@@ -28,9 +28,9 @@ CELL_TIMEOUT_S = {"smoke": 1200, "full": 4 * 3600}
 # bit at both levels). Measured on 2 cores: a smoke GLUE fit 130 s -> 66 s (compile of a 2-layer
 # MiniLM step 14 s -> 3 s, step 132 ms -> 124 ms); chapters 1-4 a fifth faster, chapter 6 476 s
 # against 555 s. Not chapter 5, whose wide Deep LoRA on the attention and MLP matrices runs more
-# than it compiles: in two test-suite runs at level 1 it took 668 s and 248 s, against 177 s at
-# level 3 (all beside the unit tests). Full-profile kernels keep XLA's default, and an XLA_FLAGS
-# that chooses a level is always kept.
+# than it compiles: in test-suite runs (beside the unit tests) it took 668 s and 248 s at level 1,
+# 177 s and 266 s at level 3, no gain to show, so it keeps XLA's default. Full-profile kernels
+# keep XLA's default too, and an XLA_FLAGS that chooses a level is always kept.
 FAST_COMPILE = "--xla_backend_optimization_level=1"
 FAST_COMPILE_NOTEBOOKS = ("01_theorem", "02_proof_verification", "03_compressed_trajectories",
                           "04_matrix_completion", "06_fewshot_stsb", "07_glue_limited_data")
