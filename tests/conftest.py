@@ -12,8 +12,7 @@ from companion.book import notebooks as _runner
 # companion.book.notebooks.FAST_COMPILE). Set before JAX starts; a caller's level is kept. The
 # notebook kernels start from the caller's own flags (companion.book.notebooks.kernel_xla_flags).
 os.environ.setdefault(_runner.KERNEL_XLA_FLAGS_ENV, os.environ.get("XLA_FLAGS", ""))
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_runner.FAST_COMPILE}".strip()
+os.environ["XLA_FLAGS"] = _runner.with_fast_compile(os.environ.get("XLA_FLAGS"))
 
 from companion.adapt.glue import SPLITS, Examples, load_split
 

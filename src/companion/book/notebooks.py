@@ -39,12 +39,19 @@ FAST_COMPILE_NOTEBOOKS = ("01_theorem", "02_proof_verification", "03_compressed_
 KERNEL_XLA_FLAGS_ENV = "COMPANION_KERNEL_XLA_FLAGS"
 
 
+def with_fast_compile(flags: str | None) -> str:
+    """``flags`` (XLA_FLAGS) with FAST_COMPILE added, unless they already choose a level."""
+    if "xla_backend_optimization_level" in (flags or ""):
+        return flags
+    return f"{flags} {FAST_COMPILE}".strip() if flags else FAST_COMPILE
+
+
 def kernel_xla_flags(notebook: str, profile: str, environ=os.environ) -> str | None:
     """The XLA_FLAGS a notebook's kernel gets: the caller's, plus FAST_COMPILE for the smoke
     kernels of FAST_COMPILE_NOTEBOOKS unless the caller's flags choose a level. None: unset."""
     flags = environ.get(KERNEL_XLA_FLAGS_ENV, environ.get("XLA_FLAGS"))
-    if profile == "smoke" and notebook in FAST_COMPILE_NOTEBOOKS and "xla_backend_optimization_level" not in (flags or ""):
-        return f"{flags} {FAST_COMPILE}".strip() if flags else FAST_COMPILE
+    if profile == "smoke" and notebook in FAST_COMPILE_NOTEBOOKS:
+        return with_fast_compile(flags)
     return flags or None
 
 
