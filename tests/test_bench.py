@@ -15,9 +15,24 @@ def test_lr_for_scales_the_papers_step(width, fraction, expected):
     assert bench.lr_for(width, fraction) == pytest.approx(expected, rel=1e-12)
 
 
-def test_per_step_times_both_methods():
+def test_per_step_times_both_methods_and_the_other_layout():
     out = bench.per_step(width=30, target_rank=2, fraction=0.5, steps_original=2, steps_compressed=4)
-    assert set(out) == {"original", "compressed"} and all(v > 0 for v in out.values())
+    assert (out["layout"], out["other_layout"]) == ("dense", "sparse")
+    assert all(out[k] > 0 for k in ("original", "compressed", "other_layout_s"))
+
+
+def test_flop_and_byte_models():
+    # L = 3: 2 products forward, 4 backward, 2d³ each; the dense compressed step's 57 d² bytes
+    # (f written, f, Φ, Ω read, R written, R read three times) and the 9 d² of Φ and Ω alone.
+    assert bench.original_flops(1000, 3) == 12e9
+    assert bench.original_flops(10, 2) == 3 * 2e3
+    assert bench.compressed_bytes(1000) == {"program": 57e6, "fused": 9e6}
+
+
+def test_machine_rates_are_positive_and_finite():
+    rates = bench.machine_rates(width=64, stream_mib=8, repeats=2)
+    assert set(rates) == {"dgemm_gflop_s", "read_gb_s"}
+    assert all(0 < v < 1e5 for v in rates.values())
 
 
 def test_time_to_error_reports_steps_and_seconds():

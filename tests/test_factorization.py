@@ -47,6 +47,25 @@ def test_products_and_closed_form_gradient(problem):
     np.testing.assert_allclose(F.gradients(w, phi), jax.grad(F.loss)(w, phi), atol=1e-14)
 
 
+def test_products_skip_the_identity_bit_for_bit(problem):
+    # prefix_products and backprop leave out the products with W_{0:1} = I; the results are the
+    # same as with them, to the last bit (x · 1 + 0 · y = x in floating point).
+    w, phi = problem
+    eye = jnp.eye(w.shape[-1], dtype=w.dtype)
+    with_eye = [eye]
+    for layer in w:
+        with_eye.append(layer @ with_eye[-1])
+    below = F.prefix_products(w)
+    for a, b in zip(below, with_eye):
+        assert np.array_equal(a, b)
+    residual = below[-1] - phi
+    expected, above = [None] * w.shape[0], residual
+    for l in range(w.shape[0] - 1, -1, -1):
+        expected[l] = above @ with_eye[l].T
+        above = w[l].T @ above
+    assert np.array_equal(F.backprop(w, below, residual), jnp.stack(expected))
+
+
 def test_gd_step_is_weight_decay_plus_gradient(problem):
     w, phi = problem
     lr, wd = 0.05, 0.1

@@ -1,6 +1,10 @@
 """Speed of compressed vs original deep matrix completion, measured in one run.
 
-Two ratios, both with compilation excluded and on whatever device JAX uses:
+Two ratios, both with compilation excluded and on whatever device JAX uses, and beside them the
+machine's own limits measured in the same run (``machine_rates``): the original step's FLOP rate
+against a plain d × d product's, and the compressed step's bytes per second against a stream
+through memory. Those two say whether each side of the ratio is as fast as the machine allows.
+
 - per-step time of the original and the compressed (γ) step at the paper's d = 1000, r* = 5,
   L = 3, p = 0.2 (arXiv:2406.04112, deep matrix completion experiments (authors' notebooks)),
   from short runs with the records switched off as far as the
@@ -15,10 +19,81 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from companion.linear import completion
+from companion.linear.precision import float64
 from companion.book.profiles import device_description
+
+
+def _best_seconds(fn, *args, repeats: int = 5) -> float:
+    jax.block_until_ready(fn(*args))  # compile and warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+@float64
+def machine_rates(width: int = 1000, stream_mib: int = 256, repeats: int = 5) -> dict[str, float]:
+    """The machine's dense-product rate and memory bandwidth, in float64, best of ``repeats``.
+
+    Args:
+      width: d of the (d, d) @ (d, d) product timed (2d³ FLOP).
+      stream_mib: size of the array summed to measure the read bandwidth (far larger than any
+        cache, so every byte comes from memory).
+
+    Returns:
+      {"dgemm_gflop_s", "read_gb_s"}.
+    """
+    a = jax.random.normal(jax.random.key(0), (width, width), jnp.float64)
+    matmul = jax.jit(lambda x: x @ x)
+    dgemm = 2 * width**3 / _best_seconds(matmul, a, repeats=repeats) / 1e9
+    big = jnp.ones((stream_mib * 2**20 // 8,), jnp.float64)
+    read = big.nbytes / _best_seconds(jax.jit(jnp.sum), big, repeats=repeats) / 1e9
+    return {"dgemm_gflop_s": dgemm, "read_gb_s": read}
+
+
+def original_flops(width: int, depth: int) -> float:
+    """FLOP of one original step: L − 1 products forward (W_{l:1}) and 2L − 2 backward
+    (``factorization.backprop``), each 2d³; the O(d²) elementwise work is left out."""
+    return (3 * depth - 3) * 2.0 * width**3
+
+
+def compressed_bytes(width: int) -> dict[str, float]:
+    """Bytes one dense-layout compressed step moves through memory (``completion.compressed_grads``).
+
+    ``program``: as XLA:CPU runs it, every pass over a d × d array reading its inputs and
+    writing its output once (XLA fuses the elementwise work but not the products): write
+    f = X Vᵀ (8d²); read f, Φ (16d²) and the boolean Ω (d²), write R (8d²); read R for the
+    loss, R V and Rᵀ X (24d²): 57 d² bytes. ``fused``: the least any program must read, Φ and
+    Ω once (9 d²), if the products and the residual were one pass. The d × 2r̂ factors are
+    negligible.
+    """
+    return {"program": 57.0 * width**2, "fused": 9.0 * width**2}
+
+
+@float64
+def grads_seconds(problem: completion.Problem, rank_estimate: int, layout: str, steps: int = 100,
+                  depth: int = 3, seed: int = 0) -> float:
+    """Seconds per compressed gradient step (gradient and plain update, in one compiled loop of
+    ``steps``) in the given layout ("dense" or "sparse"): times the layout the step did not
+    choose, beside the one it did."""
+    weights0 = completion.init_original(jax.random.key(seed), problem.width, depth, 1e-3)
+    c0 = completion.init_compressed(weights0, problem, 1e-3, rank_estimate)
+
+    @jax.jit
+    def loop(c):
+        def body(_, c):
+            _, g = completion.compressed_grads(c, problem, layout)
+            return jax.tree.map(lambda a, b: a - 1e-6 * b, c, g)
+        return jax.lax.fori_loop(0, steps, body, c)
+
+    return _best_seconds(loop, c0, repeats=3) / steps
 
 
 def lr_for(width: int, fraction: float) -> float:
@@ -41,14 +116,19 @@ def per_step(width: int = 1000, target_rank: int = 5, depth: int = 3, fraction: 
       steps_original, steps_compressed: length of each timed run.
 
     Returns:
-      {"original": s, "compressed": s}.
+      {"original": s, "compressed": s, "layout": the compressed step's layout,
+       "other_layout": the other one, "other_layout_s": its seconds per step
+       (``grads_seconds``)}.
     """
     problem = completion.make_problem(completion.problem_key(seed), width, target_rank, fraction)
-    out = {}
+    out: dict[str, Any] = {}
     for method, steps in (("original", steps_original), ("compressed", steps_compressed)):
         run = completion.run_method(method, problem, depth=depth, init_scale=1e-3, lr=lr_for(width, fraction),
                                     rank_estimate=target_rank, budget=steps, tol=0.0, record_every=steps, seed=seed)
         out[method] = run.time_per_step_s
+    out["layout"] = completion.step_layout(problem)
+    out["other_layout"] = "sparse" if out["layout"] == "dense" else "dense"
+    out["other_layout_s"] = grads_seconds(problem, target_rank, out["other_layout"], depth=depth, seed=seed)
     return out
 
 
@@ -90,17 +170,39 @@ def completion_benchmark(quick: bool = False) -> dict[str, Any]:
         (≥ 100× per step at d = 1000, ≥ 10× to error at d = 300) refer to the default sizes.
     """
     start = time.perf_counter()
+    width = 300 if quick else 1000
+    depth, fraction = 3, 0.2
+    rates = machine_rates(width=width)
     if quick:
-        step = per_step(width=300, steps_original=20, steps_compressed=500)
+        step = per_step(width=width, steps_original=20, steps_compressed=500)
         to_err = time_to_error(width=100, fraction=0.3, budget=40_000)
     else:
         step = per_step()
         to_err = time_to_error()
+    flop = original_flops(width, depth)
+    moved = compressed_bytes(width)
+    compressed = {"s": step["compressed"], "layout": step["layout"]}
+    if step["layout"] == "dense":
+        gb_s = moved["program"] / step["compressed"] / 1e9
+        compressed.update(
+            bytes_per_step=moved["program"], gb_s=gb_s, fraction_of_read_bandwidth=gb_s / rates["read_gb_s"],
+            # The step's time if it moved its bytes at the measured read rate, and the same for
+            # one fused pass (Φ and Ω only): original_s over these is the most this program, and
+            # any program, could reach against the original on this machine.
+            program_floor_s=moved["program"] / (rates["read_gb_s"] * 1e9),
+            fused_floor_s=moved["fused"] / (rates["read_gb_s"] * 1e9))
+        compressed["ratio_at_program_floor"] = step["original"] / compressed["program_floor_s"]
+        compressed["ratio_at_fused_floor"] = step["original"] / compressed["fused_floor_s"]
     return {
         "device": device_description(),
         "quick": quick,
-        "per_step": {"width": 300 if quick else 1000, "rank": 5, "depth": 3, "fraction": 0.2,
-                     "original_s": step["original"], "compressed_s": step["compressed"]},
+        "machine": rates,
+        "per_step": {"width": width, "rank": 5, "depth": depth, "fraction": fraction,
+                     "original_s": step["original"], "compressed_s": step["compressed"],
+                     f"compressed_{step['other_layout']}_layout_s": step["other_layout_s"]},
+        "original": {"flop_per_step": flop, "gflop_s": flop / step["original"] / 1e9,
+                     "fraction_of_dgemm": flop / step["original"] / 1e9 / rates["dgemm_gflop_s"]},
+        "compressed": compressed,
         "per_step_ratio": step["original"] / step["compressed"],
         "per_step_target": 100.0,
         "time_to_error": {"width": 100 if quick else 300, "target_recovery_error": 1e-8, **to_err},

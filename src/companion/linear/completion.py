@@ -16,10 +16,10 @@ Methods (``METHODS``):
   narrow             a randomly initialised network of width 2r̂ (d → 2r̂ → … → 2r̂ → d),
                      every factor ε-scaled (semi-)orthogonal, step η on all.
 
-Speed: the compressed and narrow steps never form a d × d array. With X = U·W̃_{L:1}, the
-prediction on Ω is Σ_k X[i,k] V[j,k] and the gradients are segment sums over Ω:
-R V, Rᵀ X (d × 2r̂) and Uᵀ(R V) (2r̂ × 2r̂) — O(|Ω|·r) work per step. Only the recorded
-recovery error (every ``record_every`` steps) touches all d² entries.
+Speed: the compressed and narrow steps never multiply two d × d matrices. With X = U·W̃_{L:1}
+(d × 2r̂), the prediction is X Vᵀ and the gradients need only R V, Rᵀ X (d × 2r̂) and
+Uᵀ(R V) (2r̂ × 2r̂), R the residual on Ω: O(d²·r̂) work per step against the original's O(d³),
+or O(|Ω|·r̂) through the sparse layouts when few entries are observed (``compressed_grads``).
 
 Names: ``target_rank`` is r*, ``rank_estimate`` r̂, ``hidden`` the width of a narrow network
 (2r̂ by default), ``init_scale`` ε (the same for every layer). Every public function runs in
@@ -56,9 +56,11 @@ class Problem(NamedTuple):
       csr_cols, csr_values, csr_valid: (d, m) the observed entries row by row, padded to the
         largest row count m (column index, Φ value, 1/0 for real/padding).
       csc_rows, csc_source, csc_valid: (d, m') column by column: row index, position of the
-        entry in the flattened (d, m) row layout, 1/0. The compressed step uses these two
+        entry in the flattened (d, m) row layout, 1/0. The sparse compressed step uses these two
         layouts so that it needs only gathers and batched products, no scatter-add (slow on
         XLA's CPU backend).
+      observed: (d, d) bool, True on Ω (the dense compressed step reads it: 1 byte an entry
+        against the float mask's 8).
     """
 
     target: Array
@@ -72,6 +74,7 @@ class Problem(NamedTuple):
     csc_rows: Array
     csc_source: Array
     csc_valid: Array
+    observed: Array
 
     @property
     def width(self) -> int:
@@ -169,7 +172,8 @@ def make_problem(key: Array, width: int, target_rank: int, fraction: float) -> P
     mask[flat] = 1.0
     layouts = {k: jnp.asarray(v) for k, v in _padded_layouts(rows, cols, values, width).items()}
     return Problem(target, jnp.asarray(mask.reshape(width, width)), jnp.asarray(rows),
-                   jnp.asarray(cols), jnp.asarray(values), **layouts)
+                   jnp.asarray(cols), jnp.asarray(values), **layouts,
+                   observed=jnp.asarray(mask.reshape(width, width) > 0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,13 +201,48 @@ def original_grads(weights: Array, problem: Problem) -> tuple[Array, Array]:
     return dense_loss(below[-1], problem), factorization.backprop(weights, below, residual)
 
 
-@float64
-def compressed_grads(c: compression.Compressed, problem: Problem) -> tuple[Array, compression.Compressed]:
-    """(loss, gradients) of f_C = U W̃_{L:1} Vᵀ using only the observed entries, O(|Ω|·k).
+# Below this observed fraction the compressed step walks the sparse layouts, above it the dense
+# residual. Measured by ``companion bench completion`` on a 2-core AMD EPYC (XLA:CPU, float64,
+# d = 1000, 2r̂ = 10): the sparse step costs about 40 ns per padded entry of Ω (XLA's gathers
+# run as scalar loops), the dense one about 2.5 ns per entry of the d × d matrix, so they cross
+# near p = 1/16.
+DENSE_FRACTION = 1 / 16
 
-    ∂ℓ/∂f is the sparse matrix R with R_ij = (f_ij − Φ_ij)/d² on Ω. Then
-    ∇U = (R V) W̃ᵀ, ∇V = Rᵀ (U W̃), ∇W̃_{L:1} = Uᵀ (R V), and the inner factors by ``backprop``.
+
+def step_layout(problem: Problem) -> str:
+    """"dense" or "sparse": which form of the compressed step ``compressed_grads`` takes for this
+    problem, from its shapes alone (so it is fixed when the step is compiled): dense when
+    |Ω| ≥ d²/16 (``DENSE_FRACTION``)."""
+    d = problem.width
+    return "dense" if problem.rows.shape[0] >= DENSE_FRACTION * d * d else "sparse"
+
+
+@float64
+def compressed_grads(c: compression.Compressed, problem: Problem,
+                     layout: str | None = None) -> tuple[Array, compression.Compressed]:
+    """(loss, gradients) of f_C = U W̃_{L:1} Vᵀ with no product of d × d matrices.
+
+    ∂ℓ/∂f is the matrix R with R_ij = (f_ij − Φ_ij)/d² on Ω and 0 elsewhere. Then
+    ∇U = (R V) W̃ᵀ, ∇V = Rᵀ (U W̃), ∇W̃_{L:1} = Uᵀ (R V), and the inner factors by ``backprop``;
+    with X = U W̃_{L:1} (d × 2r̂) everything is O(d²·r̂) or less, against the original step's
+    O(d³) products.
+
+    Two forms, the same numbers to rounding (``step_layout`` picks one):
+      dense: f = X Vᵀ, R = where(Ω, f − Φ, 0)/d², then R V and Rᵀ X; it streams Φ and the
+        boolean mask once and touches 3 d × d arrays, O(d²·r̂) work.
+      sparse: only the entries of Ω, through the padded row and column layouts; O(|Ω|·r̂) work,
+        for small observed fractions (or widths whose d × d arrays would not fit).
+
+    Args:
+      c: Compressed, left and right (d, k), inner (L, k, k). problem: the instance.
+      layout: "dense", "sparse" or None (``step_layout``).
+
+    Returns:
+      (loss, Compressed of gradients with the shapes of ``c``).
     """
+    layout = layout or step_layout(problem)
+    if layout not in ("dense", "sparse"):
+        raise ValueError(f"layout must be 'dense' or 'sparse', got {layout!r}")
     d = problem.width
     if c.inner.shape[0]:
         below = factorization.prefix_products(c.inner)
@@ -211,14 +250,19 @@ def compressed_grads(c: compression.Compressed, problem: Problem) -> tuple[Array
     else:
         below, k_mat = [], jnp.eye(c.left.shape[1], dtype=c.left.dtype)
     x = c.left @ k_mat  # (d, k)
-    v_obs = c.right[problem.csr_cols]  # (d, m, k): v_j for (i, j) ∈ Ω, row by row
-    err = (jnp.einsum("ik,ijk->ij", x, v_obs) - problem.csr_values) * problem.csr_valid
-    loss = 0.5 * jnp.sum(err**2) / d**2
-    r = err / d**2  # ∂ℓ/∂f on Ω, (d, m)
-    rv = jnp.einsum("ij,ijk->ik", r, v_obs)  # R V, (d, k)
-    r_by_col = r.reshape(-1)[problem.csc_source] * problem.csc_valid  # (d, m')
-    x_obs = x[problem.csc_rows]  # (d, m', k): x_i for (i, j) ∈ Ω, column by column
-    rtx = jnp.einsum("ji,jik->jk", r_by_col, x_obs)  # Rᵀ X, (d, k)
+    if layout == "dense":
+        r = jnp.where(problem.observed, x @ c.right.T - problem.target, 0.0) / d**2  # (d, d)
+        loss = 0.5 * jnp.sum(r**2) * d**2
+        rv, rtx = r @ c.right, r.T @ x  # R V, Rᵀ X: (d, k)
+    else:
+        v_obs = c.right[problem.csr_cols]  # (d, m, k): v_j for (i, j) ∈ Ω, row by row
+        err = (jnp.einsum("ik,ijk->ij", x, v_obs) - problem.csr_values) * problem.csr_valid
+        loss = 0.5 * jnp.sum(err**2) / d**2
+        r = err / d**2  # ∂ℓ/∂f on Ω, (d, m)
+        rv = jnp.einsum("ij,ijk->ik", r, v_obs)  # R V, (d, k)
+        r_by_col = r.reshape(-1)[problem.csc_source] * problem.csc_valid  # (d, m')
+        x_obs = x[problem.csc_rows]  # (d, m', k): x_i for (i, j) ∈ Ω, column by column
+        rtx = jnp.einsum("ji,jik->jk", r_by_col, x_obs)  # Rᵀ X, (d, k)
     g_left = rv @ k_mat.T
     g_k = c.left.T @ rv
     g_inner = factorization.backprop(c.inner, below, g_k) if c.inner.shape[0] else c.inner
@@ -355,16 +399,14 @@ def _end_to_end(method: str, params: Any) -> Array:
     return factorization.end_to_end(params) if method == "original" else compression.end_to_end(params)
 
 
-def _grads(method: str, params: Any, problem: Problem, dense: bool):
+def _grads(method: str, params: Any, problem: Problem):
     if method == "original":
         return original_grads(params, problem)
-    # A fully observed problem (deep matrix factorization, p = 1) has nothing to gain from the
-    # sparse layout: the dense O(d²k) gradient of f_C is cheaper than gathering all d² entries.
-    return compressed_grads_dense(params, problem) if dense else compressed_grads(params, problem)
+    return compressed_grads(params, problem)
 
 
-@partial(jax.jit, static_argnames=("method", "optimizer", "budget", "record_every", "iterate_every", "dense"))
-def _train(params, problem, tol, *, method, optimizer, budget, record_every, iterate_every, dense):
+@partial(jax.jit, static_argnames=("method", "optimizer", "budget", "record_every", "iterate_every"))
+def _train(params, problem, tol, *, method, optimizer, budget, record_every, iterate_every):
     """GD until ℓ < tol or ``budget`` steps, in a while_loop over chunks of ``record_every``
     steps (each a lax.scan). After the step at which ℓ < tol the parameters are frozen, so the
     reported step count is exact even though the loop exits at a chunk boundary."""
@@ -379,7 +421,7 @@ def _train(params, problem, tol, *, method, optimizer, budget, record_every, ite
 
     def step(carry, _):
         p, opt_state, t, hit = carry
-        loss, g = _grads(method, p, problem, dense)
+        loss, g = _grads(method, p, problem)
         hit = jnp.where((hit < 0) & (loss < tol), t, hit)
         updates, new_state = optimizer.update(g, opt_state, p)
         new_p = optax.apply_updates(p, updates)
@@ -452,7 +494,7 @@ def train(
         raise ValueError(f"iterate_every {iterate_every} must be a multiple of record_every {record_every}")
     optimizer = _optimizer(method, lr, gamma)
     kwargs = dict(method=method, optimizer=optimizer, budget=budget, record_every=record_every,
-                  iterate_every=iterate_every or 0, dense=int(problem.csr_cols.shape[1]) == problem.width)
+                  iterate_every=iterate_every or 0)
     start = time.perf_counter()
     compiled = _train.lower(params, problem, tol, **kwargs).compile()
     compile_time = time.perf_counter() - start

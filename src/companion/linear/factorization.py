@@ -223,12 +223,14 @@ def prefix_products(weights: Array) -> list[Array]:
       weights: (L, m, m).
 
     Returns:
-      L + 1 arrays (m, m); entry ``l`` is W_{l:1}.
+      L + 1 arrays (m, m); entry ``l`` is W_{l:1}. L − 1 products: W_{1:1} is W_1 itself, not
+      W_1 · I (XLA does not remove a product with an identity, and at d = 1000 each costs as much
+      as a real one; the result is the same bit for bit).
     """
     d = weights.shape[-1]
     out = [jnp.eye(d, dtype=weights.dtype)]
     for w in weights:
-        out.append(w @ out[-1])
+        out.append(w if len(out) == 1 else w @ out[-1])
     return out
 
 
@@ -273,14 +275,16 @@ def backprop(weights: Array, below: list[Array], residual: Array) -> Array:
       residual: (k, k) ∂ℓ/∂W_{L:1}.
 
     Returns:
-      (L, k, k) gradients, with one pass of suffix products (O(L) products, not O(L²)).
+      (L, k, k) gradients, with one pass of suffix products: 2L − 2 products (the first layer's
+      gradient needs no product with W_{0:1} = I).
     """
     depth = weights.shape[0]
     grads = [None] * depth
     above = residual
-    for l in range(depth - 1, -1, -1):
+    for l in range(depth - 1, 0, -1):
         grads[l] = above @ below[l].T  # (W_{L:l+1}ᵀ R) W_{l−1:1}ᵀ
         above = weights[l].T @ above
+    grads[0] = above  # W_{L:2}ᵀ R
     return jnp.stack(grads)
 
 
