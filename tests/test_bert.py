@@ -217,3 +217,39 @@ def test_mean_pooling_reads_the_real_tokens_only(tokenizer):
     assert float(jnp.abs(mean(*short) - pooler(*short)).max()) > 1e-3
     with pytest.raises(ValueError, match="unknown pooling 'max'; choose one of pooler, mean"):
         bert.with_head(encoder, 1, pooling="max")
+
+
+_DRAWS = """
+import json, sys
+import jax
+if sys.argv[1] == "companion":
+    from companion.adapt import bert
+key = jax.random.key(7)
+out = {
+    "bits": jax.jit(lambda k: jax.random.bits(k, (3, 1001)))(key).tolist(),
+    "fold_in": jax.random.key_data(jax.jit(lambda k: jax.random.fold_in(k, 12345))(key)).tolist(),
+    "bernoulli": jax.jit(lambda k: jax.random.bernoulli(k, 0.9, (2, 3, 50, 7)))(key).tolist(),
+}
+print(json.dumps(out))
+"""
+
+
+def test_unrolled_threefry_draws_the_same_bits():
+    # The CPU lowering that bert registers (its rounds unrolled, no loop) against JAX's own
+    # rolled one in a fresh process: every bit of jax.random.bits and fold_in is the same.
+    import subprocess
+    import sys
+
+    import jax
+
+    assert bert.UNROLLED_THREEFRY
+    hlo = jax.jit(lambda k: jax.random.bits(k, (64,))).lower(jax.random.key(0)).as_text()
+    assert "while" not in hlo
+    runs = {}
+    for who in ("jax", "companion"):
+        proc = subprocess.run([sys.executable, "-c", _DRAWS, who], capture_output=True, text=True, check=True,
+                              env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"})
+        runs[who] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert runs["jax"]["bits"] == runs["companion"]["bits"]
+    assert runs["jax"]["fold_in"] == runs["companion"]["fold_in"]
+    assert runs["jax"]["bernoulli"] == runs["companion"]["bernoulli"]
