@@ -80,3 +80,84 @@ def test_embedding_benchmark_is_a_bench_choice_and_runs_both_adapters(monkeypatc
     out = lora.run_embedding(repeats=4)
     assert calls == [("embedding-step", "deep-lora", "4"), ("embedding-step", "lora", "4")]
     assert [r["method"] for r in out["results"]] == ["deep-lora", "lora"] and out["cpu_cores"] >= 1
+
+
+# ---- companion.bench.profile: time by kind of operation ---------------------------------------
+
+_HLO = """HloModule m
+
+%fused_computation.1 (p0: u32[8], p1: u32[8]) -> u32[8] {
+  %p0 = u32[8]{0} parameter(0)
+  %p1 = u32[8]{0} parameter(1)
+  %xor.1 = u32[8]{0} xor(%p0, %p1)
+  ROOT %shift-right-logical.1 = u32[8]{0} shift-right-logical(%xor.1, %p1)
+}
+
+%fused_computation.2 (p0: f32[8]) -> f32[8] {
+  %p0 = f32[8]{0} parameter(0)
+  ROOT %exponential.1 = f32[8]{0} exponential(%p0)
+}
+
+ENTRY %main (a: f32[8,8], b: u32[8]) -> f32[8,8] {
+  %a = f32[8,8]{1,0} parameter(0)
+  %b = u32[8]{0} parameter(1)
+  %dot.1 = f32[8,8]{1,0} dot(%a, %a), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+  %ynn_fusion.3 = f32[8,8]{1,0} fusion(%a, %a), kind=kCustom, calls=%fused_computation.2
+  %bits_fusion = u32[8]{0} fusion(%b, %b), kind=kLoop, calls=%fused_computation.1
+  %exp_fusion = f32[8]{0} fusion(%b), kind=kLoop, calls=%fused_computation.2
+  %copy.1 = f32[8,8]{0,1} copy(%a)
+  ROOT %add.1 = f32[8,8]{1,0} add(%a, %a), metadata={op_name="jit(f)/jit(_uniform)/add"}
+}
+"""
+
+
+def test_categorize_reads_fusions_their_operations_and_op_names():
+    from companion.bench import profile
+
+    names = profile.categorize(_HLO)
+    assert names["dot.1"] == names["ynn_fusion.3"] == "dense products"
+    assert names["bits_fusion"] == "dropout random bits"  # Threefry's xor and shifts inside
+    assert names["exp_fusion"] == "softmax exp"
+    assert names["copy.1"] == "copies and transposes"
+    assert names["add.1"] == "dropout random bits"  # from jax.random, by its op_name
+    assert set(names.values()) <= set(profile.CATEGORIES)
+
+
+def test_profile_splits_a_real_program_by_category():
+    import jax
+    import jax.numpy as jnp
+
+    from companion.bench import profile
+
+    @jax.jit
+    def f(a, key):
+        keep = jax.random.bernoulli(key, 0.9, (512, 512))
+        return jnp.where(keep, a @ a, 0.0)
+
+    a = jnp.ones((512, 512), jnp.float32)
+    out = profile.profile(f, a, jax.random.key(0), steps=2)
+    shares = {c: v["share"] for c, v in out["by_category"].items()}
+    assert "dense products" in shares and "dropout random bits" in shares
+    assert sum(shares.values()) == pytest.approx(1.0, abs=1e-9)
+    assert out["op_s_per_step"] > 0 and out["wall_s_per_step"] > 0 and out["threads"] >= 1
+    assert out["top"][0]["s_per_step"] >= out["top"][-1]["s_per_step"]
+
+
+def test_lora_benchmark_prints_the_profile_beside_the_ratios(monkeypatch):
+    import json as _json
+    import subprocess as _sp
+
+    from companion.bench import lora
+
+    class Done:
+        returncode, stderr = 0, ""
+
+        def __init__(self, fw, setup):
+            self.stdout = _json.dumps({"framework": fw, "setup": setup, "step_time_s": 2.0 if fw == "jax" else 1.6,
+                                       "peak_rss_mb": 100.0})
+
+    monkeypatch.setattr(_sp, "run", lambda args, **kw: Done(args[4], args[5]))
+    monkeypatch.setattr(lora, "_subprocess", lambda *args: {"setup": args[1], "by_category": {}})
+    out = lora.run(setups=("lora-query-value",))
+    assert out["ratios"]["lora-query-value"]["step_time_jax_over_peft"] == pytest.approx(1.25)
+    assert out["jax_profile"] == {"setup": "lora-query-value", "by_category": {}}

@@ -6,7 +6,8 @@ Each configuration runs in its own Python process, so its peak resident memory
 JSON line; ``run()`` starts them all and collects the lines.
 
 Setups: LoRA r = 8 on query-value and on all-dense (the 39 matrices of MiniLM with min side ≥
-384), and full fine-tuning for reference. ``run_deep()`` (``companion bench deep-lora``) times
+384), and full fine-tuning for reference. ``jax_profile()`` splits our step's time by kind of
+operation (``companion.bench.profile``); ``run()`` prints it beside the ratios. ``run_deep()`` (``companion bench deep-lora``) times
 compressed Deep LoRA (r = 8, compression included in its build time) against vanilla LoRA on the
 same targets, ours only. Model: the packaged all-MiniLM-L6-v2 with a new
 1-output head (STS-B-like regression), batch 16, sequence 128, AdamW, dropout on. Inputs are
@@ -59,7 +60,8 @@ def _time_steps(step, warmup: int, repeats: int) -> list[float]:
     return times
 
 
-def jax_one(setup: str, warmup: int = 2, repeats: int = 10) -> dict:
+def _jax_program(setup: str):
+    """The jitted train step of one setup, its state and its call: (step_fn, step, state, build_s)."""
     import jax
     import numpy as np
     from flax import nnx
@@ -90,7 +92,7 @@ def jax_one(setup: str, warmup: int = 2, repeats: int = 10) -> dict:
     step_fn = jax.jit(train_step, donate_argnums=(0, 1))
     device_batch = Batch(*(jax.numpy.asarray(x) for x in batch))
     key = jax.random.key(0)
-    state = {"params": params, "opt": opt_state, "t": 0}
+    state = {"params": params, "opt": opt_state, "t": 0, "frozen": frozen, "batch": device_batch, "key": key}
 
     def step():
         state["params"], state["opt"], loss = step_fn(state["params"], state["opt"], (frozen,), device_batch,
@@ -98,11 +100,33 @@ def jax_one(setup: str, warmup: int = 2, repeats: int = 10) -> dict:
         state["t"] += 1
         jax.block_until_ready(loss)
 
+    return step_fn, step, state, build_s
+
+
+def jax_one(setup: str, warmup: int = 2, repeats: int = 10) -> dict:
+    import jax
+    import numpy as np
+
+    _, step, state, build_s = _jax_program(setup)
     times = _time_steps(step, warmup, repeats)
     n_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(state["params"])))
     return {"framework": "jax", "setup": setup, "step_time_s": statistics.median(times),
             "step_times_s": times, "trainable_params": n_params, "peak_rss_mb": _peak_rss_mb(),
             "build_and_compression_s": build_s if setup.startswith("deep-lora-compressed") else None}
+
+
+def jax_profile(setup: str = "lora-query-value", steps: int = 3) -> dict:
+    """Our step's time by kind of operation (``companion.bench.profile``): what the JAX side of
+    the ratio is made of, e.g. how much is dense products (bound by the machine's FLOP rate) and
+    how much dropout's random bits."""
+    import jax
+
+    from companion.bench import profile
+
+    step_fn, step, state, _ = _jax_program(setup)
+    args = (state["params"], state["opt"], (state["frozen"],), state["batch"], jax.random.fold_in(state["key"], 0))
+    out = profile.profile(step_fn, *args, steps=steps, step=step)
+    return {"setup": setup, **out}
 
 
 def peft_one(setup: str, warmup: int = 2, repeats: int = 10) -> dict:
@@ -140,7 +164,8 @@ def peft_one(setup: str, warmup: int = 2, repeats: int = 10) -> dict:
 
 
 def run(frameworks=("jax", "pytorch+peft"), setups=SETUPS, repeats: int = 10) -> dict:
-    """Every (framework, setup) in its own process; ratios jax / peft per setup."""
+    """Every (framework, setup) in its own process; ratios jax / peft per setup; and the profile of
+    our query-value LoRA step by kind of operation (``jax_profile``, in its own process too)."""
     rows = []
     for setup in setups:
         for fw in frameworks:
@@ -161,7 +186,8 @@ def run(frameworks=("jax", "pytorch+peft"), setups=SETUPS, repeats: int = 10) ->
 
     return {"batch": BATCH, "sequence": SEQ, "rank": RANK, "model": "all-MiniLM-L6-v2 (packaged)",
             "cpu_cores": os.cpu_count(), "results": rows, "ratios": ratios,
-            "target": "step_time_jax_over_peft <= 1 for the LoRA setups"}
+            "target": "step_time_jax_over_peft <= 1 for the LoRA setups",
+            "jax_profile": _subprocess("profile", "lora-query-value") if "jax" in frameworks else None}
 
 
 def run_seeds(seeds: int = 4, steps: int = 6, task: str = "stsb") -> dict:
@@ -441,6 +467,8 @@ if __name__ == "__main__":
     elif len(sys.argv) >= 3 and sys.argv[1] == "run":
         steps = int(sys.argv[3]) if len(sys.argv) > 3 else RUN_STEPS
         print(json.dumps((jax_run if sys.argv[2] == "jax" else peft_run)(steps)))
+    elif len(sys.argv) >= 3 and sys.argv[1] == "profile":
+        print(json.dumps(jax_profile(sys.argv[2])))
     elif len(sys.argv) >= 2 and sys.argv[1] == "padding":
         print(json.dumps(run_padding(), indent=2))
     elif len(sys.argv) >= 4 and sys.argv[1] == "one":
