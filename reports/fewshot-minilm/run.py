@@ -34,6 +34,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -208,10 +209,11 @@ def main() -> None:
     done = {rec["key"] for rec in _records(records)}
     seeds = list(range(args.seeds))
 
-    def store(config, results) -> None:
+    def store(config, results, wall_time_s: float) -> None:
         with records.open("a") as f:
             for r in results:
-                f.write(json.dumps({"key": key(config, r.seed), "revision": rev,
+                f.write(json.dumps({"key": key(config, r.seed), "revision": rev, "device": "cpu",
+                                    "wall_time_s": wall_time_s,
                                     "config": dataclasses.asdict(config), "result": r.to_dict()}) + "\n")
                 print(f"{config.method} n={config.samples} seed {r.seed}: loss {r.train_loss[0][1]:.2f}→"
                       f"{r.train_loss[-1][1]:.3f} r={r.initial_value:.3f}→{r.value:.3f}", flush=True)
@@ -221,7 +223,9 @@ def main() -> None:
         if not todo:
             continue
         for seed in todo:  # the old fit has no on_chunk: one call per seed
-            store(config, fit(config, [seed], log_every=log_every))
+            start = time.perf_counter()
+            results = fit(config, [seed], log_every=log_every)
+            store(config, results, time.perf_counter() - start)
 
 
 if __name__ == "__main__":
