@@ -85,3 +85,12 @@ def test_cli_report(capsys, tmp_path):
 
 def test_no_records_no_claims(tmp_path):
     assert report.report(tmp_path) == "No claim can be judged from these records (no paired runs found)."
+
+
+@pytest.mark.parametrize("names, cell", [
+    (["cpu (2 cores)", "cpu (2 cores)"], "cpu (2 cores)"),
+    (["cpu (cpu)", "cpu"], "cpu"),
+    (["cpu (cpu)", "cpu (2 cores)", "gpu: NVIDIA H200"], "cpu; cpu (2 cores); gpu: NVIDIA H200"),
+])
+def test_device_cell_reads_the_early_cpu_label_as_cpu(names, cell):
+    assert report.devices(names) == cell

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -94,6 +94,12 @@ def learned(record: Record) -> bool:
     return bool(record.result.fitted) and record.result.value > record.result.initial_value
 
 
+def devices(names: Iterable[str]) -> str:
+    """The distinct devices of some records, for a table cell: "cpu (cpu)", the label an early
+    revision wrote for a plain CPU, reads as "cpu" (the records themselves are left as stored)."""
+    return "; ".join(sorted({"cpu" if name == "cpu (cpu)" else name for name in names}))
+
+
 def _judged(claim: str, paper: PaperValue, pairs: Sequence[tuple[Record, Record]], setting: tuple = ()) -> ClaimRow:
     """A claim row from paired runs: Δ over the seeds whose two runs learned, its interval, verdict."""
     fitted = [(v, d) for v, d in pairs if learned(v) and learned(d)]
@@ -109,7 +115,7 @@ def _judged(claim: str, paper: PaperValue, pairs: Sequence[tuple[Record, Record]
     runs = [r for p in pairs for r in p]
     return ClaimRow(claim=claim, paper=paper, ours=ours, seeds=f"{len(fitted)} of {len(pairs)}",
                     backbone="; ".join(sorted({r.result.backbone for r in runs})),
-                    device="; ".join(sorted({r.device for r in runs})), verdict=judged, values=deltas,
+                    device=devices(r.device for r in runs), verdict=judged, values=deltas,
                     interval=interval, setting=setting)
 
 
