@@ -160,4 +160,4 @@ def test_lora_benchmark_prints_the_profile_beside_the_ratios(monkeypatch):
     monkeypatch.setattr(lora, "_subprocess", lambda *args: {"setup": args[1], "by_category": {}})
     out = lora.run(setups=("lora-query-value",))
     assert out["ratios"]["lora-query-value"]["step_time_jax_over_peft"] == pytest.approx(1.25)
-    assert out["jax_profile"] == {"setup": "lora-query-value", "by_category": {}}
+    assert out["jax_profiles"] == {"lora-query-value": {"setup": "lora-query-value", "by_category": {}}}

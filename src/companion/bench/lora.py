@@ -7,7 +7,7 @@ JSON line; ``run()`` starts them all and collects the lines.
 
 Setups: LoRA r = 8 on query-value and on all-dense (the 39 matrices of MiniLM with min side ≥
 384), and full fine-tuning for reference. ``jax_profile()`` splits our step's time by kind of
-operation (``companion.bench.profile``); ``run()`` prints it beside the ratios. ``run_deep()`` (``companion bench deep-lora``) times
+operation (``companion.bench.profile``); ``run()`` prints it for each LoRA setup beside the ratios. ``run_deep()`` (``companion bench deep-lora``) times
 compressed Deep LoRA (r = 8, compression included in its build time) against vanilla LoRA on the
 same targets, ours only. Model: the packaged all-MiniLM-L6-v2 with a new
 1-output head (STS-B-like regression), batch 16, sequence 128, AdamW, dropout on. Inputs are
@@ -165,7 +165,7 @@ def peft_one(setup: str, warmup: int = 2, repeats: int = 10) -> dict:
 
 def run(frameworks=("jax", "pytorch+peft"), setups=SETUPS, repeats: int = 10) -> dict:
     """Every (framework, setup) in its own process; ratios jax / peft per setup; and the profile of
-    our query-value LoRA step by kind of operation (``jax_profile``, in its own process too)."""
+    each of our LoRA steps by kind of operation (``jax_profile``, in its own process too)."""
     rows = []
     for setup in setups:
         for fw in frameworks:
@@ -187,7 +187,8 @@ def run(frameworks=("jax", "pytorch+peft"), setups=SETUPS, repeats: int = 10) ->
     return {"batch": BATCH, "sequence": SEQ, "rank": RANK, "model": "all-MiniLM-L6-v2 (packaged)",
             "cpu_cores": os.cpu_count(), "results": rows, "ratios": ratios,
             "target": "step_time_jax_over_peft <= 1 for the LoRA setups",
-            "jax_profile": _subprocess("profile", "lora-query-value") if "jax" in frameworks else None}
+            "jax_profiles": {setup: _subprocess("profile", setup) for setup in setups if setup.startswith("lora-")}
+            if "jax" in frameworks else None}
 
 
 def run_seeds(seeds: int = 4, steps: int = 6, task: str = "stsb") -> dict:
