@@ -142,6 +142,35 @@ def test_compressed_factors_shapes_and_errors():
         lora.compressed_factors(jax.random.key(0), 32, 48, 40, 3, 1e-2, g)
 
 
+@pytest.mark.parametrize("n, m", [(12, 20), (20, 12), (16, 16)])
+def test_compressed_factors_take_the_authors_output_side(n, m):
+    """The authors' orientation (deep-lora-transformers@618c410, train.py): the SVDs are of the
+    gradient of the output-side factor F_L (their ``w0``), R (out, r) is orthonormal and spans its
+    top right singular vectors and F_Lᵀ times its top left ones, and the input-side factor is
+    ΔW(0) R/ε^L without re-orthonormalisation, so the adapter starts at ΔW(0) R Rᵀ."""
+    rank, depth, eps = 4, 3, 0.1
+    key = jax.random.key(9)
+    g_w = jax.random.normal(jax.random.key(10), (m, n))  # ∂ℓ/∂W, (out, in)
+    f = [np.asarray(x, np.float64) for x in lora.compressed_factors(key, n, m, rank, depth, eps, g_w)]
+    wide = [np.asarray(x, np.float64) for x in lora.deep_factors(key, n, m, min(n, m), depth, eps)]
+    delta0 = wide[0].T @ wide[1] @ wide[2]  # ΔW(0), (in, out)
+    grad_last = (wide[0].T @ wide[1]).T @ np.asarray(g_w, np.float64).T  # ∂ℓ/∂F_L, (k, out)
+    u, _, vt = np.linalg.svd(grad_last)
+    right = f[-1].T  # R (out, r)
+    np.testing.assert_allclose(right.T @ right, np.eye(rank), atol=1e-5)
+    outside = np.eye(m) - right @ right.T
+    np.testing.assert_allclose(outside @ vt[: rank // 2].T, 0, atol=1e-4)  # top right singular vectors
+    np.testing.assert_allclose(outside @ wide[2].T @ u[:, : rank // 2], 0, atol=1e-4 * eps)  # F_Lᵀ u
+    np.testing.assert_allclose(f[0].T, delta0 @ right / eps**depth, rtol=1e-4, atol=1e-5)
+    start = f[0].T @ f[1] @ f[2] @ f[3] @ f[4]
+    np.testing.assert_allclose(start, delta0 @ right @ right.T, rtol=1e-4, atol=1e-4 * eps**depth)
+    norms = np.linalg.norm(f[0], axis=1)
+    if n < m:  # ΔW(0)/ε^L has orthonormal rows: shorter columns, as the authors leave them
+        assert norms.max() < 1 - 1e-3
+    else:  # orthonormal columns: the input-side factor is orthonormal too
+        np.testing.assert_allclose(norms, 1, atol=1e-4)
+
+
 def test_compressed_follows_wide_on_a_deep_factorization_layer():
     """A layer whose loss is ½‖ΔW − Φ‖_F² (W̄ = 0) is a deep matrix factorization: gradient descent
     on the compressed adapter (outer frozen) stays within Prop. 2's bound of the wide adapter

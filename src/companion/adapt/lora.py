@@ -303,44 +303,59 @@ def compressed_factors(key: Array, in_features: int, out_features: int, rank: in
     """Compressed Deep LoRA from one gradient of the wide model.
 
     arXiv:2406.04112, compression from the first gradient (Section 2, Theorem 1 and
-    Proposition 2, applied to adapters in Section 4).
+    Proposition 2, applied to adapters in Section 4), in the orientation and normalisation of the
+    authors' code (deep-lora-transformers@618c410, train.py, ``create_compressed_lora_train_state``
+    and its ``get_left_right_factors``; models.py, ``MatrixFactorization``).
 
     The wide adapter of this layer (width k = min(in, out), ``deep_factors``) is drawn, used and
-    dropped here: only one wide layer exists at a time. With G = ∂ℓ/∂W (out, in) the gradient of
-    the loss with respect to the layer's weight at the wide init (ΔW = O(ε^L)), the first factor's
-    gradient is W_{L:2}(0)ᵀ G; as for completion its top r/2 singular directions per side give
-    V_{1,1} (in, r) and U_{L,1} (out, r) (``compression.outer_factors``). The chain is
-    [V_{1,1}ᵀ, W̃_1ᵀ … W̃_Lᵀ, U_{L,1}ᵀ] with inner W̃_l = ε I_r.
+    dropped here: only one wide layer exists at a time. In the kernel layout (in, out) the wide
+    update is ΔW = F_1 F_2 ⋯ F_L, and the authors' first factor ``w0`` is the one on the
+    *output* side, F_L (k, out) (their ``MatrixFactorization`` multiplies ``w_i @ x`` onto
+    ``w0`` of shape (rank, out)). With ∂ℓ/∂ΔW = Gᵀ (in, out) at the wide init (ΔW = O(ε^L)):
+
+    - g = ∂ℓ/∂F_L = (F_1 ⋯ F_{L-1})ᵀ Gᵀ (k, out);
+    - v_1: the top r/2 right singular vectors of g; v_2: the top r/2 right singular vectors of
+      gᵀ F_L (out, out), which span F_Lᵀ times g's top left singular vectors (Theorem 1's
+      col(W_1(0)ᵀ ·) term, Proposition 2);
+    - the output-side outer factor R (out, r) is an orthonormal basis of [v_1, v_2];
+    - the input-side outer factor is ΔW(0) R / ε^L (in, r), *not* re-orthonormalised: for an
+      expanding layer (in < out) ΔW(0)/ε^L has orthonormal rows, so its columns are shorter
+      than 1 and not orthogonal (measured on MiniLM's six 384 → 1536 layers: norms 0.7–0.8),
+      as in the authors' code.
+
+    The chain is [(ΔW(0) R/ε^L)ᵀ, ε I_r × L, Rᵀ]: ΔW = (ΔW(0) R/ε^L)(ε^L I) Rᵀ = ΔW(0) R Rᵀ at
+    the start, the wide update projected onto R.
 
     Args:
       key: PRNG key of the wide initialisation (``deep_factors``).
       in_features, out_features: n, m of the layer.
-      rank: r, even (r/2 directions from each side).
+      rank: r, even (r/2 directions from each singular-vector set).
       depth: L.
       eps: ε.
       gradient: (out, in) ∂ℓ/∂W in the paper's layout (kernel gradient transposed).
 
     Returns:
-      [V_{1,1}ᵀ (r, n), ε I_r × L, U_{L,1}ᵀ (r, m)], L + 2 factors in chain layout.
+      [(ΔW(0) R/ε^L)ᵀ (r, n), ε I_r × L, Rᵀ (r, m)], L + 2 factors in chain layout.
 
     Raises:
       ValueError: r > min(n, m).
     """
-    from companion.linear import compression
-
     width = min(in_features, out_features)
     if rank > width:
         raise ValueError(f"rank {rank} exceeds the layer's width min(in, out) = {width}")
     wide = deep_factors(key, in_features, out_features, width, depth, eps)
-    w1 = wide[0]  # (k, in)
-    above = wide[-1].T  # W_L (out, k)
-    for f in reversed(wide[1:-1]):
-        above = above @ f.T  # W_{L:2} = W_L ⋯ W_2
-    grad_w1 = above.T @ gradient  # (k, in)
-    end_to_end = above @ w1  # W_{L:1}(0), (out, in)
-    left, right = compression.outer_factors(-grad_w1, w1, end_to_end, (eps,) * depth, rank // 2)
+    below = wide[0].T  # F_1 ⋯ F_{L-1} (in, k): everything but the output-side factor
+    for f in wide[1:-1]:
+        below = below @ f
+    last = wide[-1]  # F_L (k, out), the authors' w0
+    g = below.T @ gradient.T  # ∂ℓ/∂F_L (k, out)
+    half = rank // 2
+    v1 = jnp.linalg.svd(g, full_matrices=False)[2][:half].T  # (out, r/2)
+    v2 = jnp.linalg.svd(g.T @ last, full_matrices=False)[2][:half].T  # (out, r/2)
+    right = jnp.linalg.svd(jnp.concatenate([v1, v2], axis=1), full_matrices=False)[0]  # R (out, r)
+    left = (below @ last) @ right / eps**depth  # ΔW(0) R / ε^L (in, r)
     inner = [eps * jnp.eye(rank, dtype=jnp.float32) for _ in range(depth)]  # distinct buffers
-    return [right.T, *inner, left.T]
+    return [left.T, *inner, right.T]
 
 
 # One compiled program per layer shape (reused across layers and runs) instead of op-by-op
