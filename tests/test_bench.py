@@ -4,6 +4,7 @@ not asserted: wall-clock limits are recorded, never tested)."""
 import pytest
 
 from companion.bench import completion as bench
+from companion.linear import completion
 
 
 @pytest.mark.parametrize("width,fraction,expected", [
@@ -19,6 +20,14 @@ def test_per_step_times_both_methods_and_the_other_layout():
     out = bench.per_step(width=30, target_rank=2, fraction=0.5, steps_original=2, steps_compressed=4)
     assert (out["layout"], out["other_layout"]) == ("dense", "sparse")
     assert all(out[k] > 0 for k in ("original", "compressed", "other_layout_s"))
+
+
+def test_dense_step_passes_time_the_steps_three_operations():
+    problem = completion.make_problem(completion.problem_key(0), 40, 2, 0.5)
+    out = bench.dense_step_passes(problem, 2, repeats=2)
+    assert set(out) == {"residual_s", "rv_s", "rtx_s", "sum_s"}
+    assert all(0 < out[k] < 1 for k in ("residual_s", "rv_s", "rtx_s"))
+    assert out["sum_s"] == pytest.approx(out["residual_s"] + out["rv_s"] + out["rtx_s"])
 
 
 def test_flop_and_byte_models():

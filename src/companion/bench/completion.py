@@ -96,6 +96,40 @@ def grads_seconds(problem: completion.Problem, rank_estimate: int, layout: str, 
     return _best_seconds(loop, c0, repeats=3) / steps
 
 
+@float64
+def dense_step_passes(problem: completion.Problem, rank_estimate: int, seed: int = 0,
+                      repeats: int = 20) -> dict[str, float]:
+    """Seconds of each operation of the dense compressed step (``completion.compressed_grads``)
+    timed alone, on the step's own shapes: what the step is made of, and so the least time a
+    program of XLA:CPU's operations can take for it.
+
+    The step is three passes over d × d arrays that XLA:CPU does not fuse with each other: the
+    residual R = where(Ω, X Vᵀ − Φ, 0)/d² with its sum of squares (a product fused with the
+    elementwise work), then the thin products R V and Rᵀ X (k = 2r̂ columns). The rest of the
+    step (the inner factors' products, the update) works on d × k arrays.
+
+    Args:
+      problem: the instance (d × d). rank_estimate: r̂ (k = 2r̂). seed: the random factors.
+      repeats: best of this many calls, each compiled once beforehand.
+
+    Returns:
+      {"residual_s", "rv_s", "rtx_s", "sum_s"}.
+    """
+    d, k = problem.width, 2 * rank_estimate
+    x, v = (jax.random.normal(key, (d, k), jnp.float64) for key in jax.random.split(jax.random.key(seed)))
+
+    def residual(x, v):
+        r = jnp.where(problem.observed, x @ v.T - problem.target, 0.0) / d**2
+        return r, jnp.sum(r**2)
+
+    r, _ = jax.jit(residual)(x, v)
+    out = {"residual_s": _best_seconds(jax.jit(residual), x, v, repeats=repeats),
+           "rv_s": _best_seconds(jax.jit(lambda r, v: r @ v), r, v, repeats=repeats),
+           "rtx_s": _best_seconds(jax.jit(lambda r, x: r.T @ x), r, x, repeats=repeats)}
+    out["sum_s"] = sum(out.values())
+    return out
+
+
 def lr_for(width: int, fraction: float) -> float:
     """η on the mean loss scaled from the paper's 5e3 at d = 1000, p = 0.2 (arXiv:2406.04112,
     deep matrix completion experiments (authors' notebooks)).
@@ -116,7 +150,7 @@ def per_step(width: int = 1000, target_rank: int = 5, depth: int = 3, fraction: 
       steps_original, steps_compressed: length of each timed run.
 
     Returns:
-      {"original": s, "compressed": s, "layout": the compressed step's layout,
+      {"original": s, "compressed": s, "problem": the instance, "layout": the compressed step's layout,
        "other_layout": the other one, "other_layout_s": its seconds per step
        (``grads_seconds``)}.
     """
@@ -126,6 +160,7 @@ def per_step(width: int = 1000, target_rank: int = 5, depth: int = 3, fraction: 
         run = completion.run_method(method, problem, depth=depth, init_scale=1e-3, lr=lr_for(width, fraction),
                                     rank_estimate=target_rank, budget=steps, tol=0.0, record_every=steps, seed=seed)
         out[method] = run.time_per_step_s
+    out["problem"] = problem
     out["layout"] = completion.step_layout(problem)
     out["other_layout"] = "sparse" if out["layout"] == "dense" else "dense"
     out["other_layout_s"] = grads_seconds(problem, target_rank, out["other_layout"], depth=depth, seed=seed)
@@ -193,6 +228,12 @@ def completion_benchmark(quick: bool = False) -> dict[str, Any]:
             fused_floor_s=moved["fused"] / (rates["read_gb_s"] * 1e9))
         compressed["ratio_at_program_floor"] = step["original"] / compressed["program_floor_s"]
         compressed["ratio_at_fused_floor"] = step["original"] / compressed["fused_floor_s"]
+        # Its three d × d operations timed alone in this run: if the step were nothing else, the
+        # ratio would be ratio_at_pass_sum.
+        passes = dense_step_passes(step["problem"], 5)
+        compressed.update(passes={k: v for k, v in passes.items()},
+                          ratio_at_pass_sum=step["original"] / passes["sum_s"],
+                          rest_of_step_s=step["compressed"] - passes["sum_s"])
     return {
         "device": device_description(),
         "quick": quick,
