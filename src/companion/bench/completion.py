@@ -231,7 +231,7 @@ def completion_benchmark(quick: bool = False) -> dict[str, Any]:
         # Its three d × d operations timed alone in this run: if the step were nothing else, the
         # ratio would be ratio_at_pass_sum.
         passes = dense_step_passes(step["problem"], 5)
-        compressed.update(passes={k: v for k, v in passes.items()},
+        compressed.update(passes=passes,
                           ratio_at_pass_sum=step["original"] / passes["sum_s"],
                           rest_of_step_s=step["compressed"] - passes["sum_s"])
     return {
