@@ -197,7 +197,13 @@ def main() -> None:
                         help=f"a checkout of revision {BEFORE_REVISION} (git worktree add DIR {BEFORE_REVISION}): "
                              "run the old code, into records-before.jsonl")
     parser.add_argument("--table", action="store_true", help="print the records as a table and stop")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated methods to run (default all): two processes with disjoint "
+                             "methods can share a 2-core machine, each taking about one core")
     args = parser.parse_args()
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if unknown := set(methods) - set(METHODS):
+        parser.error(f"--methods: unknown {sorted(unknown)}; choose from {', '.join(METHODS)}")
     if args.table:
         print(table())
         return
@@ -218,7 +224,7 @@ def main() -> None:
     if args.code is None:  # today's code: a resumable study, each run one record in RUNS
         from companion.book import studies
 
-        studies.run_study([(config, list(range(args.seeds))) for config in settings()], studies.Store(RUNS),
+        studies.run_study([(config, list(range(args.seeds))) for config in settings(methods=methods)], studies.Store(RUNS),
                           log_every=log_every)
         return
     from companion.adapt.training import fit
@@ -235,7 +241,7 @@ def main() -> None:
                 print(f"{config.method} n={config.samples} seed {r.seed}: loss {r.train_loss[0][1]:.2f}→"
                       f"{r.train_loss[-1][1]:.3f} r={r.initial_value:.3f}→{r.value:.3f}", flush=True)
 
-    for config in settings():
+    for config in settings(methods=methods):
         todo = [s for s in seeds if key(config, s) not in done]
         if not todo:
             continue
