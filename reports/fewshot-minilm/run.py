@@ -192,7 +192,11 @@ def delta_table() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 … SEEDS-1 (default 3)")
+    parser.add_argument("--only-seeds", default=None,
+                        help="comma-separated seeds to run, in this order, in place of 0 … SEEDS-1")
+    parser.add_argument("--samples", default=",".join(map(str, SAMPLES)),
+                        help="comma-separated training-set sizes to run (default 16,64)")
     parser.add_argument("--code", type=Path, default=None,
                         help=f"a checkout of revision {BEFORE_REVISION} (git worktree add DIR {BEFORE_REVISION}): "
                              "run the old code, into records-before.jsonl")
@@ -204,6 +208,14 @@ def main() -> None:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     if unknown := set(methods) - set(METHODS):
         parser.error(f"--methods: unknown {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    try:
+        samples = tuple(int(n) for n in args.samples.split(","))
+        seeds = (list(range(args.seeds)) if args.only_seeds is None
+                 else [int(s) for s in args.only_seeds.split(",")])
+    except ValueError:
+        parser.error("--samples and --only-seeds take comma-separated integers, e.g. --samples 64 --only-seeds 2")
+    if unknown := set(samples) - set(SAMPLES):
+        parser.error(f"--samples: {sorted(unknown)} is not in this grid; choose from {SAMPLES}")
     if args.table:
         print(table())
         return
@@ -224,13 +236,10 @@ def main() -> None:
     if args.code is None:  # today's code: a resumable study, each run one record in RUNS
         from companion.book import studies
 
-        studies.run_study([(config, list(range(args.seeds))) for config in settings(methods=methods)], studies.Store(RUNS),
+        studies.run_study([(config, seeds) for config in settings(samples, methods)], studies.Store(RUNS),
                           log_every=log_every)
         return
     from companion.adapt.training import fit
-
-    done = {rec["key"] for rec in _records(records)}
-    seeds = list(range(args.seeds))
 
     def store(config, results, wall_time_s: float) -> None:
         with records.open("a") as f:
@@ -241,11 +250,12 @@ def main() -> None:
                 print(f"{config.method} n={config.samples} seed {r.seed}: loss {r.train_loss[0][1]:.2f}→"
                       f"{r.train_loss[-1][1]:.3f} r={r.initial_value:.3f}→{r.value:.3f}", flush=True)
 
-    for config in settings(methods=methods):
-        todo = [s for s in seeds if key(config, s) not in done]
-        if not todo:
-            continue
-        for seed in todo:  # the old fit has no on_chunk: one call per seed
+    for config in settings(samples, methods):
+        for seed in seeds:  # the old fit has no on_chunk: one call per seed
+            # Read again before every run: another process (--methods, --samples, --only-seeds)
+            # may have stored it meanwhile.
+            if key(config, seed) in {rec["key"] for rec in _records(records)}:
+                continue
             start = time.perf_counter()
             results = fit(config, [seed], log_every=log_every)
             store(config, results, time.perf_counter() - start)
