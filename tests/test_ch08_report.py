@@ -24,8 +24,9 @@ def test_every_record_is_read_and_every_claim_has_a_row(result):
     assert len(result.records) == len(files) > 0
     assert sum(s["runs"] for s in result.studies) == len(files)
     claimed = [r.claim for r in result.rows]
-    # Few-shot at the paper's three n for both variants, GLUE's eight tasks and overall, and the pending three.
-    assert len(claimed) == 3 * 2 + 8 + 1 + len(report.PENDING) == len(set(claimed))
+    # Few-shot at the paper's three n for both variants, rank robustness, the two compressed-vs-wide rows,
+    # GLUE's eight tasks and overall, and the pending one.
+    assert len(claimed) == 3 * 2 + 1 + 2 + 8 + 1 + len(report.PENDING) == len(set(claimed))
     m = chapter.summary(result)
     assert m["claims"] == len(claimed) and m["chapters_absent"] == 7 and m["chapter_claims"] == 0
     assert m["records_fitted"] == sum(r.result.fitted for r in result.records)

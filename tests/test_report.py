@@ -94,3 +94,75 @@ def test_no_records_no_claims(tmp_path):
 ])
 def test_device_cell_reads_the_early_cpu_label_as_cpu(names, cell):
     assert report.devices(names) == cell
+
+
+def _synthetic(method, rank, seed, value, *, steps=200, curve=None, initial=-0.05, fitted=True):
+    """A record of the n = 16 STS-B setting at ``steps`` (one of the committed runs relabelled)."""
+    template = next(r for r in studies.find_records(FEWSHOT) if r.config.samples == 16 and r.seed == 0)
+    adapter = dataclasses.replace(template.config.adapter, method=method, rank=rank)
+    config = dataclasses.replace(template.config, adapter=adapter, steps=steps, seed=seed)
+    curve = tuple(curve or ((0, initial), (steps, value)))
+    result = dataclasses.replace(template.result, method=method, seed=seed, value=value, initial_value=initial,
+                                 fitted=fitted, curve=curve)
+    return dataclasses.replace(template, key=studies.run_key(config, seed), config=config, seed=seed, result=result)
+
+
+def test_fewshot_claims_read_only_the_500_step_curve():
+    """The rank sweep's and the comparison's n = 16 runs (200 steps) never enter the few-shot Δ."""
+    records = studies.find_records(FEWSHOT)
+    intruders = [_synthetic(m, 8, s, 0.9) for m in ("lora", "deep-lora", "deep-lora-compressed") for s in range(3)]
+    before = {r.claim: r.values for r in report.fewshot_rows(records)}
+    after = {r.claim: r.values for r in report.fewshot_rows(records + intruders)}
+    assert before == after and all(len(v) == 3 for v in before.values())
+    assert len(report.fewshot_records(records + intruders)) == len(records)
+
+
+def test_rank_row_is_the_difference_of_differences():
+    """Per seed [Deep LoRA(64) − Deep LoRA(8)] − [LoRA(64) − LoRA(8)]; a second record of the same
+    narrow r = 8 run (the comparison study's) adds no seed."""
+    values = {("lora", 8): (0.50, 0.55, 0.45), ("lora", 64): (0.20, 0.30, 0.10),
+              ("deep-lora-narrow", 8): (0.40, 0.42, 0.38), ("deep-lora-narrow", 64): (0.41, 0.40, 0.45)}
+    records = [_synthetic(m, r, s, v[s]) for (m, r), v in values.items() for s in range(3)]
+    records.append(_synthetic("deep-lora-narrow", 8, 0, 0.40, curve=((0, -0.05), (20, 0.1), (200, 0.40))))
+    row, = report.rank_rows(records)
+    expected = [(values[("deep-lora-narrow", 64)][s] - values[("deep-lora-narrow", 8)][s])
+                - (values[("lora", 64)][s] - values[("lora", 8)][s]) for s in range(3)]
+    np.testing.assert_allclose(row.values, expected, atol=1e-12)
+    assert row.paper.value == pytest.approx((0.667 - 0.635) - (0.175 - 0.539))
+    assert row.verdict == "reproduced" and row.seeds == "3 of 3" and "LoRA -0.300" in row.ours
+    swap = {"lora": "deep-lora-narrow", "deep-lora-narrow": "lora"}  # LoRA the robust one: Δ changes sign
+    flipped, = report.rank_rows([_synthetic(swap[m], r, s, v[s]) for (m, r), v in values.items() for s in range(3)])
+    np.testing.assert_allclose(flipped.values, -np.array(expected), atol=1e-12)
+    assert flipped.verdict == "not reproduced"
+    assert report.rank_rows([])[:1] == [] and report.rank_rows([], missing=True)[0].verdict == report.NOT_RUN
+
+
+@pytest.mark.parametrize("interval, verdict", [
+    ((-0.05, 0.02), "reproduced"), ((-0.3, -0.15), "not reproduced"), ((-0.2, 0.01), "inconclusive")])
+def test_noninferiority(interval, verdict):
+    assert report.noninferior(interval, 0.1) == verdict
+
+
+def _compare(compressed, wide, narrow, initial=-0.05):
+    """Three seeds of the comparison: the step-20 scores given, every run ending at 0.3."""
+    out = []
+    for method, at20 in (("deep-lora-compressed", compressed), ("deep-lora", wide), ("deep-lora-narrow", narrow)):
+        for s in range(3):
+            curve = ((0, initial), (10, initial), (20, at20[s]), (200, 0.3))
+            out.append(_synthetic(method, 8, s, 0.3, curve=curve, initial=initial))
+    return out
+
+
+def test_compare_rows_at_step_20():
+    narrow_row, keep_row = report.compare_rows(_compare((0.30, 0.25, 0.28), (0.32, 0.27, 0.29), (0.0, -0.02, 0.01)))
+    np.testing.assert_allclose(narrow_row.values, [0.30, 0.27, 0.27], atol=1e-12)
+    np.testing.assert_allclose(keep_row.values, [-0.02, -0.02, -0.01], atol=1e-12)
+    assert narrow_row.verdict == keep_row.verdict == "reproduced"
+    assert narrow_row.paper.value == pytest.approx(0.601 + 0.018) and keep_row.paper.value == pytest.approx(0.601 - 0.649)
+    assert "wide 0.293" in keep_row.ours
+    _, lost = report.compare_rows(_compare((0.0, 0.02, 0.01), (0.32, 0.27, 0.29), (0.0, -0.02, 0.01)))
+    assert lost.verdict == "not reproduced"
+    _, still = report.compare_rows(_compare((-0.05, -0.04, -0.05), (-0.05, -0.06, -0.04), (0.0, -0.02, 0.01)))
+    assert still.verdict.startswith("inconclusive: wide Deep LoRA had not clearly moved")
+    # A run without a step-20 score (the rank sweep's narrow run) is not part of the comparison.
+    assert report.compare_rows([_synthetic(m, 8, 0, 0.3) for m in ("deep-lora-compressed", "deep-lora", "deep-lora-narrow")]) == []

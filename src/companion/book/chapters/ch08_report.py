@@ -64,6 +64,8 @@ class Result:
         not stored yet.
       fewshot_runs, fewshot_deltas: the few-shot figure's numbers (``plots.report.fewshot_records``).
       offline_tasks: GLUE tasks with data here (None: no data folder set).
+      compare_runs: the compressed-vs-wide records (``report.compare_records``), one dict each:
+        method, seed, curve [(step, Pearson)], loss [(step, training loss)], learned.
     """
 
     config: Config
@@ -77,6 +79,7 @@ class Result:
     fewshot_runs: list[dict]
     fewshot_deltas: list[dict]
     offline_tasks: list[str] | None
+    compare_runs: list[dict]
     wall_time_s: float
 
 
@@ -115,7 +118,7 @@ def run(cfg: Config) -> Result:
     chapter_rows, absent = report.chapter_claims(cfg.results_dir, cfg.profile, CHAPTER_NOTEBOOKS)
     stored = Path(cfg.reports_dir) / "reference" / reference.CHAPTERS_FOLDER
     reference_rows, reference_absent = report.chapter_claims(stored, "full", reference.CHAPTERS)
-    stsb = [r for r in records if r.config.task == "stsb" and r.config.samples in ch06_fewshot.PAPER["curve"]["lora"]]
+    stsb = report.fewshot_records(records)  # the 500-step curve's runs, not the 200-step studies
     runs = [{"method": r.config.method, "samples": r.config.samples, "seed": r.seed, "value": r.result.value,
              "fitted": bool(r.result.fitted), "first_loss": r.result.first_loss, "last_loss": r.result.last_loss}
             for r in sorted(stsb, key=lambda r: (r.config.method, r.config.samples, r.seed))]
@@ -129,8 +132,11 @@ def run(cfg: Config) -> Result:
         deltas.append({"method": method, "samples": n, "values": values,
                        "mean": float(np.mean(values)) if values else float("nan"), "low": low, "high": high,
                        "verdict": row.verdict})
+    compare = [{"method": r.config.method, "seed": r.seed, "curve": [list(p) for p in r.result.curve],
+                "loss": [list(p) for p in r.result.train_loss], "learned": report.learned(r)}
+               for r in sorted(report.compare_records(records), key=lambda r: (r.config.method, r.seed))]
     return Result(cfg, records, _studies(by_folder), rows, chapter_rows, absent, reference_rows, reference_absent,
-                  runs, deltas, offline, time.perf_counter() - start)
+                  runs, deltas, offline, compare, time.perf_counter() - start)
 
 
 def summary(result: Result) -> dict[str, float]:
@@ -178,6 +184,11 @@ def paper_fewshot() -> tuple[dict, dict]:
     """The paper's few-shot means {"lora" | "deep": {n: mean}} and its Δ {n: deep − lora}."""
     means = ch06_fewshot.paper_means("curve")
     return means, {n: means["deep"][n] - means["lora"][n] for n in means["lora"]}
+
+
+def paper_compare() -> dict:
+    """The paper's compressed-vs-wide scores {variant: {step: Pearson}} (seed 0, bert-base-cased)."""
+    return ch06_fewshot.paper_means("compare")
 
 
 def table(result: Result, stamp: str) -> str:

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from companion.book.plots import stamp_figure as _stamp
-from companion.book.plots.adapt import DEEP, VANILLA
+from companion.book.plots.adapt import DEEP, VANILLA, VARIANT_STYLE
 
 # Vanilla orange and wide Deep LoRA blue as in the paper's few-shot plot; compressed green, as
 # chapter 6 draws it.
@@ -89,6 +89,69 @@ def fewshot_records(runs: Sequence[dict], deltas: Sequence[dict], paper: dict, p
     handles, labels = right.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     right.legend(unique.values(), unique.keys(), fontsize=6.5)
+    _stamp(fig, stamp)
+    fig.tight_layout()
+    return fig, cols
+
+
+# Record methods of the compressed-vs-wide comparison, as chapter 6 names its variants.
+COMPARE_VARIANT = {"deep-lora": "wide", "deep-lora-compressed": "compressed", "deep-lora-narrow": "random-narrow"}
+
+
+def compare_records(runs: Sequence[dict], paper: dict, stamp: str):
+    """Compressed vs wide vs random-narrow Deep LoRA from the records: training loss (mean over
+    seeds) and validation Pearson over steps (each seed thin, the mean bold), the paper's scores at
+    steps 20, 40, 80, 200 hollow (arXiv:2406.04112, compressed Deep LoRA; one seed, bert-base-cased).
+
+    Args:
+      runs: one dict per record: method, seed, curve [(step, score)], loss [(step, loss)], learned.
+      paper: {variant: {step: score}} with chapter 6's variant names.
+      stamp: the profile-and-device line.
+
+    Returns:
+      (figure, columns): every point drawn, per run (kind "score" or "train_loss").
+    """
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    cols: dict[str, list] = {"method": [], "seed": [], "kind": [], "step": [], "value": []}
+    for method, variant in COMPARE_VARIANT.items():
+        mine = [r for r in runs if r["method"] == method]
+        if not mine:
+            continue
+        st = VARIANT_STYLE[variant]
+        unlearned = sum(not r["learned"] for r in mine)
+        note = f", {unlearned} did not learn" if unlearned else ""
+        steps = [s for s, _ in mine[0]["curve"]]
+        scores = np.array([[v for _, v in r["curve"]] for r in mine])
+        loss_steps = [s for s, _ in mine[0]["loss"]]
+        losses = np.array([[v for _, v in r["loss"]] for r in mine])
+        for row in scores:
+            a2.plot(steps, row, color=st["color"], ls=st["ls"], lw=0.6, alpha=0.5)
+        a2.plot(steps, scores.mean(axis=0), color=st["color"], ls=st["ls"], lw=2,
+                label=f"{st['label']} (ours, mean of {len(mine)} seeds{note})")
+        a1.plot(loss_steps, losses.mean(axis=0), color=st["color"], ls=st["ls"], lw=1,
+                label=st["label"])
+        if variant in paper:
+            ps = sorted(paper[variant])
+            a2.plot(ps, [paper[variant][s] for s in ps], "o", mfc="none", color=st["color"],
+                    label=f"{st['label']} (paper, seed 0)")
+        for r in mine:
+            for kind, xs, vals in (("score", [s for s, _ in r["curve"]], [v for _, v in r["curve"]]),
+                                   ("train_loss", [s for s, _ in r["loss"]], [v for _, v in r["loss"]])):
+                cols["method"] += [method] * len(vals)
+                cols["seed"] += [r["seed"]] * len(vals)
+                cols["kind"] += [kind] * len(vals)
+                cols["step"] += list(xs)
+                cols["value"] += [float(v) for v in vals]
+    if not runs:
+        a2.text(0.5, 0.5, "no compressed-vs-wide records yet", ha="center", va="center", transform=a2.transAxes)
+    a1.set_yscale("log")
+    a1.set_xlabel("step")
+    a1.set_ylabel("training loss (batch, mean over seeds)")
+    a2.set_xlabel("step")
+    a2.set_ylabel("validation Pearson (STS-B)")
+    for ax in (a1, a2):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6.5)
     _stamp(fig, stamp)
     fig.tight_layout()
     return fig, cols
