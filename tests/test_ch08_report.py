@@ -60,7 +60,7 @@ def test_table_says_what_is_missing_and_what_cannot_be_compared(result):
 def test_glue_rows_pair_by_seed_and_average_tasks_per_seed(tmp_path):
     """Synthetic GLUE records (the few-shot ones relabelled): Δ per task, then per seed the mean
     over tasks, judged by the same rule."""
-    source = [r for r in studies.find_records(REPORTS) if r.config.samples == 16
+    source = [r for r in report.fewshot_records(studies.find_records(REPORTS)) if r.config.samples == 16
               and r.config.method in ("lora", "deep-lora-compressed")]
     made = []
     for task, shift in (("rte", 0.0), ("cola", 0.5)):

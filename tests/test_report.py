@@ -163,6 +163,9 @@ def test_compare_rows_at_step_20():
     _, lost = report.compare_rows(_compare((0.0, 0.02, 0.01), (0.32, 0.27, 0.29), (0.0, -0.02, 0.01)))
     assert lost.verdict == "not reproduced"
     _, still = report.compare_rows(_compare((-0.05, -0.04, -0.05), (-0.05, -0.06, -0.04), (0.0, -0.02, 0.01)))
-    assert still.verdict.startswith("inconclusive: wide Deep LoRA had not clearly moved")
+    assert still.verdict.startswith("inconclusive: wide Deep LoRA's progress by step 20")
+    # Wide moved by less than the margin: a compressed model that did not move at all must not pass.
+    _, small = report.compare_rows(_compare((-0.05, -0.05, -0.05), (0.01, 0.0, 0.02), (-0.05, -0.05, -0.05)))
+    assert small.verdict.startswith("inconclusive: wide Deep LoRA's progress by step 20 (+0.060)")
     # A run without a step-20 score (the rank sweep's narrow run) is not part of the comparison.
     assert report.compare_rows([_synthetic(m, 8, 0, 0.3) for m in ("deep-lora-compressed", "deep-lora", "deep-lora-narrow")]) == []
