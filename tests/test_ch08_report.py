@@ -41,6 +41,9 @@ def test_fewshot_mean_recomputed_from_the_files(result):
             raw[data["seed"]] = data["result"]["value"]
     drawn = {r["seed"]: r["value"] for r in result.fewshot_runs if r["method"] == "lora" and r["samples"] == 64}
     assert drawn == raw and len(raw) >= 3
+    # Only few-shot Δs are drawn there (the rank sweep and the comparison are other claims).
+    assert {d["method"] for d in result.fewshot_deltas} <= set(report.DEEP)
+    assert {r["samples"] for r in result.fewshot_runs} <= {16, 64, 256} and len(result.compare_runs) in (0, 9)
     delta = next(d for d in result.fewshot_deltas if d["method"] == "deep-lora-compressed" and d["samples"] == 16)
     assert (delta["low"], delta["high"]) == statistics.paired_bootstrap(delta["values"])
     assert delta["low"] <= delta["mean"] <= delta["high"]

@@ -124,8 +124,8 @@ def run(cfg: Config) -> Result:
             for r in sorted(stsb, key=lambda r: (r.config.method, r.config.samples, r.seed))]
     deltas = []
     for row in rows:  # the judged few-shot rows, with the interval their verdict used
-        if not row.setting or row.setting[0] != "stsb":
-            continue
+        if not row.setting or row.setting[0] != "stsb" or row.setting[2] not in report.DEEP:
+            continue  # not a few-shot Δ (GLUE, the rank sweep, the compressed-vs-wide comparison)
         _, n, method = row.setting
         values = list(row.values)
         low, high = row.interval or (None, None)
