@@ -84,9 +84,7 @@ class ClaimRow:
 
 def _pair_key(record: Record) -> tuple:
     """What two runs must share to be a pair (everything but the method and its own settings)."""
-    c = record.config
-    return (c.task, c.samples, c.steps, c.model, c.num_layers, c.max_seq_length, c.batch_size, c.lr,
-            c.adapter.targets, c.adapter.rank, c.eval_examples, record.seed)
+    return _seed_key(record) + (record.config.adapter.rank,)
 
 
 NOT_RUN = "not run yet: no records"
