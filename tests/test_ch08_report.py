@@ -25,8 +25,8 @@ def test_every_record_is_read_and_every_claim_has_a_row(result):
     assert sum(s["runs"] for s in result.studies) == len(files)
     claimed = [r.claim for r in result.rows]
     # Few-shot at the paper's three n for both variants, rank robustness, the two compressed-vs-wide rows,
-    # GLUE's eight tasks and overall, and the pending one.
-    assert len(claimed) == 3 * 2 + 1 + 2 + 8 + 1 + len(report.PENDING) == len(set(claimed))
+    # numerical ranks for both variants, GLUE's eight tasks and overall.
+    assert len(claimed) == 3 * 2 + 1 + 2 + 2 + 8 + 1 + len(report.PENDING) == len(set(claimed))
     m = chapter.summary(result)
     assert m["claims"] == len(claimed) and m["chapters_absent"] == 7 and m["chapter_claims"] == 0
     assert m["records_fitted"] == sum(r.result.fitted for r in result.records)
@@ -52,7 +52,7 @@ def test_fewshot_mean_recomputed_from_the_files(result):
 def test_table_says_what_is_missing_and_what_cannot_be_compared(result):
     text = chapter.table(result, "profile=smoke · device=cpu")
     assert "| claim | paper | ours | pairs that learned | verdict |" in text
-    assert text.count(report.NOT_RUN) >= len(report.PENDING)
+    assert text.count(report.NOT_RUN) == sum(r.verdict == report.NOT_RUN for r in result.rows)
     offline = result.offline_tasks
     if offline is not None and "mnli" not in offline:
         assert "MNLI: Deep LoRA above vanilla LoRA | 0.011 | — | 0 | **cannot be compared here" in text
@@ -116,3 +116,14 @@ def test_integrity_checks_fail_on_a_broken_summary(result):
 def test_no_records_is_an_error_that_names_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a folder of study records"):
         chapter.run(chapter.config("smoke", reports_dir=str(tmp_path / "absent")))
+
+
+def test_runs_trained_twice_are_in_the_table_and_the_checks(result):
+    """Every run stored by two studies has a row, and the check counts them (the committed copies agree)."""
+    text = chapter.table(result, "profile=smoke · device=cpu")
+    m = chapter.summary(result)
+    assert m["reruns"] == len(result.reruns) and "**Runs trained twice.**" in text
+    for r in result.reruns:
+        assert r.label in text and len(r.copies) >= 2
+    check = next(c for c in chapter.check_claims(m, "smoke") if "trained twice" in c.statement)
+    assert check.holds == (m["reruns_agreeing"] == m["reruns"])

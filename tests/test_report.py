@@ -169,3 +169,44 @@ def test_compare_rows_at_step_20():
     assert small.verdict.startswith("inconclusive: wide Deep LoRA's progress by step 20 (+0.060)")
     # A run without a step-20 score (the rank sweep's narrow run) is not part of the comparison.
     assert report.compare_rows([_synthetic(m, 8, 0, 0.3) for m in ("deep-lora-compressed", "deep-lora", "deep-lora-narrow")]) == []
+
+
+def test_reruns_pair_the_copies_of_one_run_across_studies():
+    """A run stored by two studies is compared copy against copy; one stored once is not a rerun."""
+    a, other = _synthetic("deep-lora-narrow", 8, 0, 0.150), _synthetic("deep-lora-narrow", 8, 1, 0.2)
+    close = dataclasses.replace(a, result=dataclasses.replace(a.result, value=0.1549), revision="b" * 40)
+    far = dataclasses.replace(a, result=dataclasses.replace(a.result, value=0.170))
+    (rerun,) = report.reruns({"compressed-vs-wide": [a, other], "rank-sweep": [close]})
+    assert rerun.key == a.key and [c[0] for c in rerun.copies] == ["compressed-vs-wide", "rank-sweep"]
+    assert abs(rerun.difference - 0.0049) < 1e-12 and rerun.agrees and "seed 0" in rerun.label
+    (rerun,) = report.reruns({"x": [a], "y": [far], "z": [close]})
+    assert abs(rerun.difference - 0.020) < 1e-12 and not rerun.agrees and len(rerun.copies) == 3
+    assert report.reruns({"x": [a, other]}) == []
+
+
+def _ranked(method, seed, ranks, *, value=0.5):
+    """A 500-step n = 256 record of ``method`` whose adapted layers have the numerical ``ranks``."""
+    record = _synthetic(method, 8, seed, value, steps=500)
+    config = dataclasses.replace(record.config, samples=256)
+    result = dataclasses.replace(record.result, numerical_ranks={f"layer{i}": x for i, x in enumerate(ranks)})
+    return dataclasses.replace(record, key=studies.run_key(config, seed), config=config, result=result)
+
+
+def test_numerical_rank_row_counts_updates_at_rank_0():
+    """Per seed, the share of Deep LoRA's layers at rank 0 minus one half; vanilla's share at 8 in the note."""
+    vanilla = [_ranked("lora", s, [8, 8, 8, 8]) for s in range(3)]
+    mostly_zero = [_ranked("deep-lora", s, [0, 0, 0, 3]) for s in range(3)]
+    rows = report.numerical_rank_rows(vanilla + mostly_zero, missing=True)
+    compressed, wide = rows
+    assert "compressed Deep LoRA's" in compressed.claim and wide.setting[3] == "deep-lora"
+    assert compressed.verdict == report.NOT_RUN
+    assert wide.values == (0.25, 0.25, 0.25) and wide.verdict == "reproduced"
+    assert "Deep LoRA 0.75, vanilla LoRA 8.00" in wide.ours and "rank 8: 100%" in wide.ours
+    few_zeros = [_ranked("deep-lora", s, [0, 2, 5, 8]) for s in range(3)]
+    (wide,) = report.numerical_rank_rows(vanilla + few_zeros)
+    assert wide.values == (-0.25,) * 3 and wide.verdict == "not reproduced"
+    # A run that did not learn leaves its seed out; runs without stored ranks are not read.
+    unlearned = [_ranked("deep-lora", 0, [0, 0, 0, 0], value=-0.5)] + mostly_zero[1:]
+    (wide,) = report.numerical_rank_rows(vanilla + unlearned)
+    assert wide.seeds == "2 of 3"
+    assert report.numerical_rank_rows([_synthetic("lora", 8, 0, 0.5, steps=500)]) == []

@@ -22,7 +22,7 @@ import numpy as np
 from companion.book import claims, reference, report
 from companion.book.chapters import ch06_fewshot
 from companion.book.profiles import check_profile_name
-from companion.book.studies import Record, records_by_folder
+from companion.book.studies import RECHECK_TOLERANCE, Record, records_by_folder
 
 NOTEBOOK = "08_reproduction_report"
 PRECISION = "float64"  # arithmetic on stored numbers only
@@ -66,6 +66,7 @@ class Result:
       offline_tasks: GLUE tasks with data here (None: no data folder set).
       compare_runs: the compressed-vs-wide records (``report.compare_records``), one dict each:
         method, seed, curve [(step, Pearson)], loss [(step, training loss)], learned.
+      reruns: the runs stored by two studies, trained twice (``report.reruns``).
     """
 
     config: Config
@@ -80,6 +81,7 @@ class Result:
     fewshot_deltas: list[dict]
     offline_tasks: list[str] | None
     compare_runs: list[dict]
+    reruns: list[report.Rerun]
     wall_time_s: float
 
 
@@ -136,7 +138,7 @@ def run(cfg: Config) -> Result:
                 "loss": [list(p) for p in r.result.train_loss], "learned": report.learned(r)}
                for r in sorted(report.compare_records(records), key=lambda r: (r.config.method, r.seed))]
     return Result(cfg, records, _studies(by_folder), rows, chapter_rows, absent, reference_rows, reference_absent,
-                  runs, deltas, offline, compare, time.perf_counter() - start)
+                  runs, deltas, offline, compare, report.reruns(by_folder), time.perf_counter() - start)
 
 
 def summary(result: Result) -> dict[str, float]:
@@ -154,6 +156,8 @@ def summary(result: Result) -> dict[str, float]:
         "reference_chapter_claims_holding": sum(c.holds for c in result.reference_rows),
         "reference_chapters_stored": len(reference.CHAPTERS) - len(result.reference_absent),
         "study_hours": sum(s["hours"] for s in result.studies),
+        "reruns": len(result.reruns), "reruns_agreeing": sum(r.agrees for r in result.reruns),
+        "rerun_max_difference": max((r.difference for r in result.reruns), default=0.0),
     }
     for d in result.fewshot_deltas:
         key = f"fewshot_{'compressed' if d['method'] == 'deep-lora-compressed' else 'wide'}_n{d['samples']}"
@@ -216,6 +220,10 @@ def table(result: Result, stamp: str) -> str:
                        for c in result.reference_rows] or ["| — | no chapter stored yet | — | — |"]
     reference_absent = (f"\n\nNot stored yet (`companion reproduce --profile reference` runs them): "
                         + ", ".join(result.reference_absent) + "." if result.reference_absent else "")
+    rerun_lines = [f"| {_cell(r.label)} | " + "; ".join(f"`{f}` {_revision(v)}: {x:.4f}" for f, v, _, x in r.copies)
+                   + f" | {'0 (the same float)' if r.difference == 0 else f'{r.difference:.4f}'} | "
+                   + f"{'within' if r.agrees else '**outside**'} {RECHECK_TOLERANCE:g} |"
+                   for r in result.reruns] or ["| — | no run is stored twice yet | — | — |"]
     absent = (f"\n\nNo finished run at the {result.config.profile} profile under `{result.config.results_dir}` for: "
               + ", ".join(result.absent_chapters) + "." if result.absent_chapters else "")
     return f"""**Where the Deep LoRA numbers come from** ({len(result.records)} records under `{result.config.reports_dir}`):
@@ -236,6 +244,15 @@ wholly on the other side — not reproduced —, or straddles 0 — inconclusive
 runs both learned enter a Δ: each fitted its training data and ended above the untrained score.
 
 Paper sources: {'; '.join(sources)}.
+
+**Runs trained twice.** Two studies share some settings (the rank sweep's narrow Deep LoRA at
+r = 8 is the comparison's random-narrow run), so those runs were trained from scratch twice, in
+separate processes and often at separate code revisions: their final scores should agree to within
+{RECHECK_TOLERANCE:g}, as `companion recheck` asks of any one record.
+
+| run | validation score of each copy (study, revision) | largest difference | agreement |
+|---|---|---|---|
+""" + "\n".join(rerun_lines) + f"""
 
 **The linear half at the paper's scale** (the reference profile: chapters 1–4 at their full settings, run on a
 CPU and stored under `{result.config.reports_dir}/reference/chapters/full/`):
@@ -262,7 +279,8 @@ def figure_stamp(result: Result, stamp: str) -> str:
 def check_claims(metrics: Mapping[str, float], profile: str) -> list[claims.Claim]:
     """The report's own integrity (the paper's claims are judged in the table, where "not
     reproduced" is an answer, not a failure): records were found and all judged rows counted,
-    every few-shot interval contains its mean, and every chapter check read held.
+    every few-shot interval contains its mean, every chapter check read held, and every run
+    stored by two studies has the same score in both (``report.reruns``).
 
     Raises:
       claims.ClaimsFailed: one of these does not hold.
@@ -285,4 +303,7 @@ def check_claims(metrics: Mapping[str, float], profile: str) -> list[claims.Clai
         claims.claim("every stored full-profile chapter check held",
                      m["reference_chapter_claims_holding"] == m["reference_chapter_claims"],
                      f"{m['reference_chapter_claims']} checks"),
+        claims.claim(f"every run trained twice gives the same score to within {RECHECK_TOLERANCE:g}",
+                     m.get("reruns_agreeing", 0) == m.get("reruns", 0),
+                     f"runs trained twice: {int(m.get('reruns', 0))}, largest difference {m.get('rerun_max_difference', 0.0):.4f}"),
     ])
