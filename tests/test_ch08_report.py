@@ -127,3 +127,17 @@ def test_runs_trained_twice_are_in_the_table_and_the_checks(result):
         assert r.label in text and len(r.copies) >= 2
     check = next(c for c in chapter.check_claims(m, "smoke") if "trained twice" in c.statement)
     assert check.holds == (m["reruns_agreeing"] == m["reruns"])
+
+
+def test_rank_sweep_runs_are_the_files_each_run_once(result):
+    """The rank-sweep figure draws every stored 200-step n = 16 run of vanilla or narrow Deep LoRA once,
+    with its stored score, though narrow r = 8 runs are stored by two studies."""
+    raw = {}
+    for path in REPORTS.rglob("*.json"):
+        data = json.loads(path.read_text())
+        c = data.get("config", {})
+        if c.get("steps") == 200 and c.get("samples") == 16 and c["adapter"]["method"] in ("lora", "deep-lora-narrow"):
+            raw[(c["adapter"]["method"], c["adapter"]["rank"], data["seed"])] = data["result"]["value"]
+    drawn = {(r["method"], r["rank"], r["seed"]): r["value"] for r in result.rank_runs}
+    assert drawn == raw and len(drawn) == len(result.rank_runs) >= 6
+    assert set(result.numerical_ranks) == set(result.rank_seeds)

@@ -256,7 +256,7 @@ def numerical_rank_rows(records: Sequence[Record], *, missing: bool = False) -> 
     n = max(FEWSHOT_PAPER["curve"]["lora"])
     paper = FEWSHOT_PAPER["numerical_rank"]
     rank = PROTOCOL.base.adapter.rank
-    chosen = [r for r in fewshot_records(records) if r.config.samples == n and r.result.numerical_ranks]
+    chosen = numerical_rank_records(records)
     rows = []
     for deep in DEEP:
         name = "wide Deep LoRA" if deep == "deep-lora" else "compressed Deep LoRA"
@@ -303,6 +303,24 @@ def _groups(records: Sequence[Record], parts: Sequence[tuple[str, int]]) -> list
         found.setdefault(_seed_key(r), {})[(r.config.method, r.config.adapter.rank)] = r
     groups = [tuple(runs[p] for p in parts) for runs in found.values() if all(p in runs for p in parts)]
     return sorted(groups, key=lambda g: g[0].seed)
+
+
+RANKED = ("lora", "deep-lora-narrow")  # the rank sweep's methods (arXiv:2406.04112, rank robustness)
+
+
+def rank_records(records: Sequence[Record]) -> list[Record]:
+    """The rank sweep's runs (``PROTOCOL``: STS-B n = 16, 200 steps; vanilla LoRA of rank r and narrow
+    Deep LoRA of width r), each run once: a run stored by two studies (narrow Deep LoRA at r = 8 is
+    also the comparison's random-narrow run) is read from the later folder, sorted by method, r, seed."""
+    runs = {r.key: r for r in _of_protocol(records, PROTOCOL.rank_steps, PROTOCOL.rank_samples)
+            if r.config.method in RANKED}
+    return sorted(runs.values(), key=lambda r: (RANKED.index(r.config.method), r.config.adapter.rank, r.seed))
+
+
+def numerical_rank_records(records: Sequence[Record]) -> list[Record]:
+    """The few-shot runs at the largest n that stored each update's numerical rank (``numerical_rank_rows``)."""
+    n = max(FEWSHOT_PAPER["curve"]["lora"])
+    return [r for r in fewshot_records(records) if r.config.samples == n and r.result.numerical_ranks]
 
 
 def rank_rows(records: Sequence[Record], *, missing: bool = False) -> list[ClaimRow]:
@@ -556,4 +574,4 @@ def report(folder: str | Path, *, missing: bool = False) -> str:
 
 
 __all__ = ["ChapterClaim", "ClaimRow", "PENDING", "PROTOCOL", "Rerun", "reruns", "chapter_claims", "claims", "compare_records", "compare_rows", "fewshot_records",
-           "fewshot_rows", "glue_rows", "learned", "markdown", "noninferior", "numerical_rank_rows", "rank_rows", "report", "score_at"]
+           "fewshot_rows", "glue_rows", "learned", "markdown", "noninferior", "numerical_rank_records", "numerical_rank_rows", "rank_records", "rank_rows", "report", "score_at"]

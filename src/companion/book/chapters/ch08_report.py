@@ -66,6 +66,10 @@ class Result:
       offline_tasks: GLUE tasks with data here (None: no data folder set).
       compare_runs: the compressed-vs-wide records (``report.compare_records``), one dict each:
         method, seed, curve [(step, Pearson)], loss [(step, training loss)], learned.
+      rank_runs: the rank sweep's runs (``report.rank_records``), one dict each: method, rank, seed,
+        value, initial_value, fitted, learned.
+      numerical_ranks: {method: [numerical rank of every adapted layer, pooled over seeds]} of the
+        few-shot runs at n = 256 (``report.numerical_rank_records``); rank_seeds: {method: seeds}.
       reruns: the runs stored by two studies, trained twice (``report.reruns``).
     """
 
@@ -81,6 +85,9 @@ class Result:
     fewshot_deltas: list[dict]
     offline_tasks: list[str] | None
     compare_runs: list[dict]
+    rank_runs: list[dict]
+    numerical_ranks: dict[str, list[int]]
+    rank_seeds: dict[str, int]
     reruns: list[report.Rerun]
     wall_time_s: float
 
@@ -137,8 +144,16 @@ def run(cfg: Config) -> Result:
     compare = [{"method": r.config.method, "seed": r.seed, "curve": [list(p) for p in r.result.curve],
                 "loss": [list(p) for p in r.result.train_loss], "learned": report.learned(r)}
                for r in sorted(report.compare_records(records), key=lambda r: (r.config.method, r.seed))]
+    ranked = [{"method": r.config.method, "rank": r.config.adapter.rank, "seed": r.seed, "value": r.result.value,
+               "initial_value": r.result.initial_value, "fitted": bool(r.result.fitted), "learned": report.learned(r)}
+              for r in report.rank_records(records)]
+    with_ranks = report.numerical_rank_records(records)
+    numerical: dict[str, list[int]] = {}
+    for r in sorted(with_ranks, key=lambda r: (r.config.method, r.seed)):
+        numerical.setdefault(r.config.method, []).extend(int(x) for x in r.result.numerical_ranks.values())
     return Result(cfg, records, _studies(by_folder), rows, chapter_rows, absent, reference_rows, reference_absent,
-                  runs, deltas, offline, compare, report.reruns(by_folder), time.perf_counter() - start)
+                  runs, deltas, offline, compare, ranked, numerical, dict(Counter(r.config.method for r in with_ranks)),
+                  report.reruns(by_folder), time.perf_counter() - start)
 
 
 def summary(result: Result) -> dict[str, float]:
@@ -188,6 +203,11 @@ def paper_fewshot() -> tuple[dict, dict]:
     """The paper's few-shot means {"lora" | "deep": {n: mean}} and its Δ {n: deep − lora}."""
     means = ch06_fewshot.paper_means("curve")
     return means, {n: means["deep"][n] - means["lora"][n] for n in means["lora"]}
+
+
+def paper_ranks() -> dict:
+    """The paper's rank-sweep means {"lora" | "deep": {r: Pearson}} (5 seeds, bert-base-cased)."""
+    return ch06_fewshot.paper_means("ranks")
 
 
 def paper_compare() -> dict:

@@ -115,7 +115,7 @@ def _paired_lines(ax, rows: Sequence[dict], key: str, paper: dict, deep_label: s
                     label=f"{label} (paper, bert-base-cased)")
         for name, v in zip(cols, ([method] * len(xs), xs, mean, std, [len(v) for v in vals], fitted)):
             cols[name] += list(v)
-    ticks = sorted(set(cols[key]))
+    ticks = sorted(set(cols[key]) | {x for m in ("lora", "deep") for x in paper.get(m, {})})
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.minorticks_off()
     ax.set_ylabel("validation Pearson (STS-B)")

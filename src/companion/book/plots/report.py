@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from companion.book.plots import stamp_figure as _stamp
-from companion.book.plots.adapt import DEEP, VANILLA, VARIANT_STYLE
+from companion.book.plots.adapt import DEEP, VANILLA, VARIANT_STYLE, rank_robustness
 
 # Vanilla orange and wide Deep LoRA blue as in the paper's few-shot plot; compressed green, as
 # chapter 6 draws it.
@@ -190,6 +190,73 @@ def fit_check(runs: Sequence[dict], ratio: float, stamp: str):
     ax.set_xlabel("first training loss (mean of the first steps)")
     ax.set_ylabel("last training loss")
     ax.legend(fontsize=7)
+    _stamp(fig, stamp)
+    fig.tight_layout()
+    return fig, cols
+
+
+def rank_sweep_records(runs: Sequence[dict], paper: dict, stamp: str):
+    """The rank sweep from the records: validation Pearson against r for vanilla LoRA of rank r and
+    narrow Deep LoRA of width r (mean ± std over seeds, ``adapt.rank_robustness``), the paper's
+    means hollow (arXiv:2406.04112, rank robustness; 5 seeds, bert-base-cased).
+
+    Args:
+      runs: one dict per run: method ("lora" | "deep-lora-narrow"), rank, seed, value, fitted.
+      paper: {"lora" | "deep": {r: mean}}.
+
+    Returns:
+      (figure, columns) as ``adapt.rank_robustness``; an empty figure that says so without runs.
+    """
+    if runs:
+        return rank_robustness(runs, paper, stamp)
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    ax.text(0.5, 0.5, "no rank-sweep records yet", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("rank / width r")
+    ax.set_ylabel("validation Pearson (STS-B)")
+    _stamp(fig, stamp)
+    fig.tight_layout()
+    return fig, {"method": [], "rank": [], "mean": [], "std": [], "seeds": [], "fitted": []}
+
+
+def numerical_rank_records(ranks: dict, seeds: dict, max_rank: int, stamp: str):
+    """Numerical ranks of every adapted ΔW from the records (the authors' rule, ``adapters.
+    numerical_ranks``), each method's share of adapted layers at each rank, pooled over its seeds.
+    The paper's histogram (arXiv:2406.04112, numerical-rank histogram; n = 256, seed 0,
+    bert-base-cased) has vanilla LoRA's every update at rank 8, drawn as a hollow marker; its Deep
+    LoRA updates are mostly at 0 and spread over 1–8, which the caption says in words.
+
+    Args:
+      ranks: {method: [rank of each adapted layer, over every seed]}; seeds: {method: seed count}.
+      max_rank: right end of the axis (the adapter rank).
+
+    Returns:
+      (figure, columns): method, rank, layers, share.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    cols: dict[str, list] = {"method": [], "rank": [], "layers": [], "share": []}
+    x = np.arange(0, max_rank + 1)
+    drawn = [m for m in METHOD_STYLE if ranks.get(m)]
+    width = 0.8 / max(len(drawn), 1)
+    for i, method in enumerate(drawn):
+        values = np.asarray(ranks[method])
+        counts = np.array([(values == r).sum() for r in x])
+        share = counts / len(values)
+        st = METHOD_STYLE[method]
+        ax.bar(x + (i - (len(drawn) - 1) / 2) * width, share, width=width, color=st["color"],
+               label=f"{st['label']} (ours, {seeds.get(method, 0)} seeds, {len(values)} updates)")
+        cols["method"] += [method] * len(x)
+        cols["rank"] += list(x)
+        cols["layers"] += [int(c) for c in counts]
+        cols["share"] += [float(s) for s in share]
+    if drawn:
+        ax.plot([max_rank], [1.0], "o", mfc="none", ms=9, color=VANILLA, label="vanilla LoRA (paper: every update)")
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no records with numerical ranks yet (n = 256)", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_xticks(x)
+    ax.set_xlabel("numerical rank of ΔW")
+    ax.set_ylabel("share of adapted layers")
     _stamp(fig, stamp)
     fig.tight_layout()
     return fig, cols

@@ -1,0 +1,46 @@
+"""Figures of the reproduction report on fixed synthetic records: the saved columns are the numbers
+drawn, an empty study draws a figure that says so, and every figure carries its stamp."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from companion.book.plots import report as plotting  # noqa: E402
+
+
+def _texts(fig):
+    return [t.get_text() for f in [fig] for t in f.texts] + [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def test_numerical_rank_shares_pool_the_seeds():
+    ranks = {"lora": [8, 8, 8, 7], "deep-lora": [0, 0, 0, 5]}
+    fig, cols = plotting.numerical_rank_records(ranks, {"lora": 2, "deep-lora": 2}, 8, "stamp-x")
+    got = {(m, r): (n, s) for m, r, n, s in zip(cols["method"], cols["rank"], cols["layers"], cols["share"])}
+    assert got[("lora", 8)] == (3, 0.75) and got[("lora", 7)] == (1, 0.25) and got[("lora", 0)] == (0, 0.0)
+    assert got[("deep-lora", 0)] == (3, 0.75) and got[("deep-lora", 5)] == (1, 0.25)
+    assert len(cols["rank"]) == 2 * 9 and "stamp-x" in _texts(fig)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert any("wide Deep LoRA (ours, 2 seeds, 4 updates)" in t for t in labels)
+    plt.close(fig)
+
+
+def test_empty_studies_draw_a_figure_that_says_so():
+    fig, cols = plotting.numerical_rank_records({}, {}, 8, "stamp-y")
+    assert cols["rank"] == [] and any("no records with numerical ranks yet" in t for t in _texts(fig))
+    plt.close(fig)
+    fig, cols = plotting.rank_sweep_records([], {"lora": {8: 0.5}, "deep": {8: 0.6}}, "stamp-z")
+    assert cols["rank"] == [] and any("no rank-sweep records yet" in t for t in _texts(fig))
+    plt.close(fig)
+
+
+def test_rank_sweep_means_over_seeds_with_the_paper_ticks():
+    runs = [dict(method=m, rank=8, seed=s, value=v, fitted=True)
+            for m, vals in (("lora", (0.1, 0.3)), ("deep-lora-narrow", (0.2, 0.2))) for s, v in enumerate(vals)]
+    paper = {"lora": {8: 0.539, 64: 0.175}, "deep": {8: 0.635, 64: 0.667}}
+    fig, cols = plotting.rank_sweep_records(runs, paper, "stamp-w")
+    assert cols["mean"] == pytest.approx([0.2, 0.2]) and cols["seeds"] == [2, 2]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["8", "64"]
+    plt.close(fig)
