@@ -141,3 +141,14 @@ def test_rank_sweep_runs_are_the_files_each_run_once(result):
     drawn = {(r["method"], r["rank"], r["seed"]): r["value"] for r in result.rank_runs}
     assert drawn == raw and len(drawn) == len(result.rank_runs) >= 6
     assert set(result.numerical_ranks) == set(result.rank_seeds)
+
+
+def test_glue_figure_reads_the_judged_task_rows(result):
+    """The GLUE figure draws each judged task row's per-seed Δ (none before the GLUE study lands)."""
+    drawn = chapter.glue_deltas(result)
+    judged = {r.setting[0]: list(r.values) for r in result.rows if r.setting and r.setting[0] in chapter.paper_glue()
+              and r.setting[1] == 1024}  # not the few-shot STS-B rows (n = 16, 64, 256)
+    assert drawn == judged and set(chapter.paper_glue()) == {"cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb"}
+    fake = dataclasses.replace(result, rows=[report.ClaimRow("x", result.rows[0].paper, "", "2 of 2", "", "", "reproduced",
+                                                              (0.1, 0.2), (0.1, 0.2), ("rte", 1024, "deep-lora"))])
+    assert chapter.glue_deltas(fake) == {"rte": [0.1, 0.2]}

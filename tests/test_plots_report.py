@@ -44,3 +44,13 @@ def test_rank_sweep_means_over_seeds_with_the_paper_ticks():
     assert cols["mean"] == pytest.approx([0.2, 0.2]) and cols["seeds"] == [2, 2]
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["8", "64"]
     plt.close(fig)
+
+
+def test_glue_records_draw_each_seed_and_only_the_drawn_tasks_paper():
+    fig, cols = plotting.glue_records({"rte": [0.01, 0.03], "cola": [0.1, -0.02]}, {"rte": 0.029, "cola": 0.09, "qqp": 0.005}, "s")
+    assert cols["task"] == ["rte", "rte", "cola", "cola"] and cols["delta"] == [0.01, 0.03, 0.1, -0.02]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["RTE", "COLA"]
+    plt.close(fig)
+    fig, cols = plotting.glue_records({}, {"rte": 0.029}, "s")
+    assert cols["delta"] == [] and any("no GLUE records yet" in t for t in _texts(fig))
+    plt.close(fig)

@@ -20,7 +20,7 @@ from typing import Mapping
 import numpy as np
 
 from companion.book import claims, reference, report
-from companion.book.chapters import ch06_fewshot
+from companion.book.chapters import ch06_fewshot, ch07_glue
 from companion.book.profiles import check_profile_name
 from companion.book.studies import RECHECK_TOLERANCE, Record, records_by_folder
 
@@ -203,6 +203,17 @@ def paper_fewshot() -> tuple[dict, dict]:
     """The paper's few-shot means {"lora" | "deep": {n: mean}} and its Δ {n: deep − lora}."""
     means = ch06_fewshot.paper_means("curve")
     return means, {n: means["deep"][n] - means["lora"][n] for n in means["lora"]}
+
+
+def glue_deltas(result: Result) -> dict[str, list[float]]:
+    """Per GLUE task with a judged row, the per-seed Δ = wide Deep LoRA − vanilla LoRA behind it."""
+    return {r.setting[0]: list(r.values) for r in result.rows
+            if r.setting and r.setting[0] in ch07_glue.PAPER and r.setting[1:] == (report.GLUE_SAMPLES, "deep-lora")}
+
+
+def paper_glue() -> dict[str, float]:
+    """The paper's mean Δ per GLUE task (arXiv:2406.04112, limited-data GLUE; bert-base-cased, 10 seeds)."""
+    return {t: float(p.value) for t, p in ch07_glue.PAPER.items()}
 
 
 def paper_ranks() -> dict:

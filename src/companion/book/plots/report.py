@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from companion.book.plots import stamp_figure as _stamp
-from companion.book.plots.adapt import DEEP, VANILLA, VARIANT_STYLE, rank_robustness
+from companion.book.plots.adapt import DEEP, VANILLA, VARIANT_STYLE, glue_deltas, rank_robustness
 
 # Vanilla orange and wide Deep LoRA blue as in the paper's few-shot plot; compressed green, as
 # chapter 6 draws it.
@@ -260,3 +260,27 @@ def numerical_rank_records(ranks: dict, seeds: dict, max_rank: int, stamp: str):
     _stamp(fig, stamp)
     fig.tight_layout()
     return fig, cols
+
+
+def glue_records(per_task: dict, paper: dict, stamp: str):
+    """Limited-data GLUE from the records: per task the per-seed Δ = wide Deep LoRA − vanilla LoRA
+    (``adapt.glue_deltas``), the paper's mean Δ as a red diamond (arXiv:2406.04112, limited-data
+    GLUE; 10 seeds, bert-base-cased).
+
+    Args:
+      per_task: {task: [Δ of each seed whose two runs learned]} (the judged GLUE rows' values).
+      paper: {task: Δ}; only the tasks drawn are marked.
+
+    Returns:
+      (figure, columns) as ``adapt.glue_deltas``; an empty figure that says so without records.
+    """
+    if per_task:
+        deltas = {"per_task": {t: {"deltas": list(v)} for t, v in per_task.items()}}
+        return glue_deltas(deltas, {t: paper[t] for t in per_task if t in paper}, stamp)
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    ax.text(0.5, 0.5, "no GLUE records yet", ha="center", va="center", transform=ax.transAxes)
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_ylabel("Δ = Deep LoRA − vanilla LoRA (per seed)")
+    _stamp(fig, stamp)
+    fig.tight_layout()
+    return fig, {"task": [], "seed": [], "delta": []}
