@@ -279,6 +279,8 @@ def glue_records(per_task: dict, paper: dict, stamp: str):
         return glue_deltas(deltas, {t: paper[t] for t in per_task if t in paper}, stamp)
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     ax.text(0.5, 0.5, "no GLUE records yet", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_ylim(-0.1, 0.1)
     ax.axhline(0, color="0.5", lw=0.8)
     ax.set_ylabel("Δ = Deep LoRA − vanilla LoRA (per seed)")
     _stamp(fig, stamp)
