@@ -210,3 +210,12 @@ def test_numerical_rank_row_counts_updates_at_rank_0():
     (wide,) = report.numerical_rank_rows(vanilla + unlearned)
     assert wide.seeds == "2 of 3"
     assert report.numerical_rank_rows([_synthetic("lora", 8, 0, 0.5, steps=500)]) == []
+
+
+def test_logged_rechecks_read_as_reruns():
+    entry = {"key": "ab" * 8, "task": "stsb", "method": "lora", "rank": 8, "samples": 16, "steps": 500, "seed": 0,
+             "stored": {"value": 0.2, "revision": "a" * 40, "device": "cpu (2 cores)"},
+             "rerun": {"value": 0.2125, "revision": "b" * 40, "device": "cpu (2 cores)", "wall_time_s": 1.0}}
+    (r,) = report.rechecked([entry])
+    assert r.key == "ab" * 8 and [c[0] for c in r.copies] == ["stored record", "companion recheck"]
+    assert abs(r.difference - 0.0125) < 1e-12 and not r.agrees and "500 steps seed 0" in r.label

@@ -134,3 +134,23 @@ def test_recheck_reruns_a_record_from_its_file_alone(real, tmp_path):
     assert not again.agrees and abs(again.difference - 0.05) < 1e-6 and "OUTSIDE 0.01" in again.describe()
     assert main(["recheck", str(tampered)]) == 1
     assert main(["recheck", str(tampered), "--tolerance", "0.1"]) == 0
+
+
+def test_a_recheck_is_logged_and_read_back(real, tmp_path):
+    """``--log`` appends one JSON line per recheck with both scores and revisions; a log named like a
+    record is refused before anything is trained, and a cut line is refused when read."""
+    from companion.cli import main
+
+    store, records, _ = real
+    path = store.path(records[0][1].key)
+    log = tmp_path / "reference" / studies.RECHECK_LOG
+    assert main(["recheck", str(path), "--log", str(log)]) == 0
+    assert main(["recheck", str(path), "--log", str(log)]) == 0
+    first, second = studies.read_rechecks(log)
+    assert first["key"] == path.stem and first["agrees"] and first["difference"] < 1e-6
+    assert first["stored"]["value"] == records[0][1].result.value and first["rerun"]["revision"] != ""
+    assert second["seed"] == first["seed"] and studies.read_rechecks(tmp_path / "none.jsonl") == []
+    assert main(["recheck", str(path), "--log", str(tmp_path / "0123456789abcdef.json")]) == 2
+    log.write_text(log.read_text() + '{"key": "cut\n')
+    with pytest.raises(studies.RecordError, match="line 3"):
+        studies.read_rechecks(log)

@@ -15,7 +15,7 @@
                         [--update-baselines]
     companion reproduce --profile reference [--studies NAME ...] [--plan]
     companion report DIR [--json]
-    companion recheck RECORD [--tolerance 0.01]
+    companion recheck RECORD [--tolerance 0.01] [--log reports/reference/rechecks.jsonl]
 
 Bad settings are one line on stderr and exit status 2, never a traceback.
 """
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 
@@ -165,6 +166,8 @@ def _build_parser() -> argparse.ArgumentParser:
     rc.add_argument("record", help="a record file, e.g. reports/reference/fewshot-stsb/<key>.json")
     rc.add_argument("--tolerance", type=float, default=0.01,
                     help="largest |difference| of the validation score that counts as the same (default 0.01)")
+    rc.add_argument("--log", help="append the result to this JSON-lines file, e.g. reports/reference/rechecks.jsonl "
+                                  "(chapter 8 shows the rechecks logged there)")
 
     rt = sub.add_parser("report", help="judge the paper's claims from a folder of study records")
     rt.add_argument("folder", help="a results folder (its study records are found at any depth)")
@@ -371,11 +374,19 @@ def _recheck(args: argparse.Namespace) -> int:
 
     if not args.tolerance > 0:
         raise UsageError(f"companion recheck: --tolerance must be positive, got {args.tolerance}")
+    if args.log and studies._RECORD_NAME.match(Path(args.log).name):  # refused before minutes of training
+        raise UsageError(f"companion recheck: --log {args.log} is named like a study record; "
+                         f"give it another name, e.g. {studies.RECHECK_LOG}")
     try:
         checked = studies.recheck(args.record, args.tolerance)
     except studies.RecordError as e:
         raise UsageError(f"companion recheck: {e}") from None
     print(checked.describe())
+    if args.log:
+        try:
+            print(f"logged in {studies.append_recheck(checked, args.log)}")
+        except ValueError as e:
+            raise UsageError(f"companion recheck: {e}") from None
     return 0 if checked.agrees else 1
 
 

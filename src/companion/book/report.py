@@ -481,6 +481,19 @@ def reruns(by_folder: dict[str, Sequence[Record]]) -> list[Rerun]:
     return sorted(out, key=lambda x: x.label)
 
 
+def rechecked(entries: Sequence[dict]) -> list[Rerun]:
+    """Logged ``companion recheck`` runs (``studies.read_rechecks``) as reruns: the stored copy and
+    the rerun, each with its revision and device."""
+    out = []
+    for d in entries:
+        label = (f"{d['task']} {d['method']} r={d['rank']} n={d['samples']} {d['steps']} steps seed {d['seed']}")
+        out.append(Rerun(d["key"], label, (("stored record", d["stored"]["revision"], d["stored"]["device"],
+                                            float(d["stored"]["value"])),
+                                           ("companion recheck", d["rerun"]["revision"], d["rerun"]["device"],
+                                            float(d["rerun"]["value"])))))
+    return out
+
+
 def claims(records: Sequence[Record], *, missing: bool = False,
            offline_tasks: Sequence[str] | None = None) -> list[ClaimRow]:
     """Every claim the records can judge: few-shot STS-B, rank robustness, compressed against wide,
@@ -573,5 +586,5 @@ def report(folder: str | Path, *, missing: bool = False) -> str:
     return markdown(claims(find_records(folder), missing=missing))
 
 
-__all__ = ["ChapterClaim", "ClaimRow", "PENDING", "PROTOCOL", "Rerun", "reruns", "chapter_claims", "claims", "compare_records", "compare_rows", "fewshot_records",
+__all__ = ["ChapterClaim", "ClaimRow", "PENDING", "PROTOCOL", "Rerun", "rechecked", "reruns", "chapter_claims", "claims", "compare_records", "compare_rows", "fewshot_records",
            "fewshot_rows", "glue_rows", "learned", "markdown", "noninferior", "numerical_rank_records", "numerical_rank_rows", "rank_records", "rank_rows", "report", "score_at"]

@@ -298,6 +298,9 @@ class Recheck:
     record: Record
     rerun: RunResult
     tolerance: float
+    revision: str = "unknown"  # the code that ran it again (``git_revision``)
+    device: str = "unknown"
+    wall_time_s: float = float("nan")
 
     @property
     def difference(self) -> float:
@@ -307,11 +310,21 @@ class Recheck:
     def agrees(self) -> bool:
         return bool(self.difference <= self.tolerance)
 
+    def to_dict(self) -> dict[str, Any]:
+        """One line of a recheck log (``append_recheck``): the run, both scores and where each was made."""
+        r = self.record
+        return {"key": r.key, "task": r.config.task, "method": r.config.method, "rank": r.config.adapter.rank,
+                "samples": r.config.samples, "steps": r.config.steps, "seed": r.seed, "metric": r.result.metric,
+                "stored": {"value": r.result.value, "revision": r.revision, "device": r.device},
+                "rerun": {"value": self.rerun.value, "revision": self.revision, "device": self.device,
+                          "wall_time_s": self.wall_time_s},
+                "difference": self.difference, "tolerance": self.tolerance, "agrees": self.agrees}
+
     def describe(self) -> str:
         r = self.record
         return (f"{r.config.task} {r.config.method} n={r.config.samples} seed {r.seed} ({r.key}, made at "
                 f"{r.revision[:7]} on {r.device}): stored {r.result.metric} {r.result.value:.4f}, rerun "
-                f"{self.rerun.value:.4f} on {_device()}, |difference| {self.difference:.4f} "
+                f"{self.rerun.value:.4f} at {self.revision[:7]} on {self.device}, |difference| {self.difference:.4f} "
                 + ("within" if self.agrees else "OUTSIDE") + f" {self.tolerance:g}")
 
 
@@ -330,8 +343,52 @@ def recheck(path: str | Path, tolerance: float = RECHECK_TOLERANCE, **fit_kwargs
     if not path.is_file():
         raise FileNotFoundError(f"{path} is not a record file")
     record = Store(path.parent)._read(path)
+    start = time.perf_counter()
     (rerun,) = fit(record.config, [record.seed], parallel=1, **fit_kwargs)
-    return Recheck(record, rerun, tolerance)
+    return Recheck(record, rerun, tolerance, git_revision(), _device(), time.perf_counter() - start)
+
+
+RECHECK_LOG = "rechecks.jsonl"  # beside the studies (reports/reference/): one line per recheck
+
+
+def append_recheck(checked: Recheck, log: str | Path) -> Path:
+    """Add one recheck to a log of JSON lines (created if missing), so a report can show it.
+
+    The name must not look like a record's (``<16 hex digits>.json``), or study readers would take it
+    for one; a ``.jsonl`` file never does.
+
+    Raises:
+      ValueError: ``log`` is named like a record.
+    """
+    log = Path(log)
+    if _RECORD_NAME.match(log.name):
+        raise ValueError(f"{log} is named like a study record; give the log another name, e.g. {RECHECK_LOG}")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as f:
+        f.write(json.dumps(checked.to_dict()) + "\n")
+    return log
+
+
+def read_rechecks(log: str | Path) -> list[dict]:
+    """The rechecks of a log (``append_recheck``), oldest first; [] when there is no log.
+
+    Raises:
+      RecordError: a line is not a whole recheck (the message names the line).
+    """
+    log = Path(log)
+    if not log.is_file():
+        return []
+    out = []
+    for i, line in enumerate(log.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            float(d["stored"]["value"]), float(d["rerun"]["value"]), str(d["key"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise RecordError(f"{log} line {i} is not a whole recheck; delete that line to go on") from None
+        out.append(d)
+    return out
 
 
 def _device() -> str:
@@ -341,4 +398,4 @@ def _device() -> str:
     return device_description()
 
 
-__all__ = ["RECHECK_TOLERANCE", "Recheck", "Record", "RecordError", "Store", "StudyStatus", "find_records", "recheck", "records_by_folder", "run_key", "run_study", "status"]
+__all__ = ["RECHECK_LOG", "RECHECK_TOLERANCE", "Recheck", "append_recheck", "read_rechecks", "Record", "RecordError", "Store", "StudyStatus", "find_records", "recheck", "records_by_folder", "run_key", "run_study", "status"]

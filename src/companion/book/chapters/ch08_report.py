@@ -22,7 +22,7 @@ import numpy as np
 from companion.book import claims, reference, report
 from companion.book.chapters import ch06_fewshot, ch07_glue
 from companion.book.profiles import check_profile_name
-from companion.book.studies import RECHECK_TOLERANCE, Record, records_by_folder
+from companion.book.studies import RECHECK_LOG, RECHECK_TOLERANCE, Record, read_rechecks, records_by_folder
 
 NOTEBOOK = "08_reproduction_report"
 PRECISION = "float64"  # arithmetic on stored numbers only
@@ -70,7 +70,8 @@ class Result:
         value, initial_value, fitted, learned.
       numerical_ranks: {method: [numerical rank of every adapted layer, pooled over seeds]} of the
         few-shot runs at n = 256 (``report.numerical_rank_records``); rank_seeds: {method: seeds}.
-      reruns: the runs stored by two studies, trained twice (``report.reruns``).
+      reruns: the runs stored by two studies, trained twice (``report.reruns``), then the rechecks
+        logged by ``companion recheck --log`` in any ``rechecks.jsonl`` under ``reports_dir``.
     """
 
     config: Config
@@ -148,12 +149,13 @@ def run(cfg: Config) -> Result:
                "initial_value": r.result.initial_value, "fitted": bool(r.result.fitted), "learned": report.learned(r)}
               for r in report.rank_records(records)]
     with_ranks = report.numerical_rank_records(records)
+    rechecks = [x for log in sorted(Path(cfg.reports_dir).rglob(RECHECK_LOG)) for x in report.rechecked(read_rechecks(log))]
     numerical: dict[str, list[int]] = {}
     for r in sorted(with_ranks, key=lambda r: (r.config.method, r.seed)):
         numerical.setdefault(r.config.method, []).extend(int(x) for x in r.result.numerical_ranks.values())
     return Result(cfg, records, _studies(by_folder), rows, chapter_rows, absent, reference_rows, reference_absent,
                   runs, deltas, offline, compare, ranked, numerical, dict(Counter(r.config.method for r in with_ranks)),
-                  report.reruns(by_folder), time.perf_counter() - start)
+                  report.reruns(by_folder) + rechecks, time.perf_counter() - start)
 
 
 def summary(result: Result) -> dict[str, float]:
@@ -278,8 +280,8 @@ Paper sources: {'; '.join(sources)}.
 
 **Runs trained twice.** Two studies share some settings (the rank sweep's narrow Deep LoRA at
 r = 8 is the comparison's random-narrow run), so those runs were trained from scratch twice, in
-separate processes and often at separate code revisions: their final scores should agree to within
-{RECHECK_TOLERANCE:g}, as `companion recheck` asks of any one record.
+separate processes and often at separate code revisions; `companion recheck --log` trains any one
+record again and logs both scores. Each pair should agree to within {RECHECK_TOLERANCE:g}.
 
 | run | validation score of each copy (study, revision) | largest difference | agreement |
 |---|---|---|---|
