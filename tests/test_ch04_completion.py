@@ -82,3 +82,21 @@ def test_claims_hold_on_the_baseline(profile):
 def test_claims_fail_past_their_margin(change, fragment):
     with pytest.raises(claims.ClaimsFailed, match=fragment):
         chapter.check_claims({**BASELINE, **change}, "smoke")
+
+
+def test_a_run_resumed_from_pieces_has_the_whole_runs_rows(result, tmp_path):
+    """Each sweep and depth run is kept as a piece; a second run reads them all and its rows are the
+    first run's (wall times included, as measured then); pieces of other settings are refused."""
+    from companion.book.pieces import PieceError
+
+    cfg = chapter.config("smoke", **TINY)
+    first = chapter.run(cfg, tmp_path)
+    assert "0 read, 8 computed" in first.pieces and len(list(tmp_path.glob("*.json"))) == 8
+    assert [{k: v for k, v in r.items() if k != "wall_time_s"} for r in first.sweep] == \
+        [{k: v for k, v in r.items() if k != "wall_time_s"} for r in result.sweep] and first.depth == [
+            {k: v for k, v in r.items()} for r in result.depth]
+    again = chapter.run(cfg, tmp_path)
+    assert "8 read, 0 computed" in again.pieces and again.sweep == first.sweep and again.depth == first.depth
+    assert chapter.summary(again) == chapter.summary(first)
+    with pytest.raises(PieceError, match="sweep_budget differ"):
+        chapter.run(chapter.config("smoke", **{**TINY, "sweep_budget": 999}), tmp_path)

@@ -192,3 +192,11 @@ def test_kernel_xla_flags(notebook, profile, environ, expected):
 
 def test_fast_compile_notebooks_are_notebooks():
     assert set(runner.FAST_COMPILE_NOTEBOOKS) < set(runner.NOTEBOOKS)
+
+
+def test_extra_parameters_must_be_declared(tmp_path):
+    """A parameter the notebook does not declare is refused before anything runs (papermill would
+    inject it silently and the notebook would ignore it)."""
+    with pytest.raises(ValueError, match="declares no parameter \\['pieces_dir'\\]"):
+        runner.execute("01_theorem", "smoke", results_dir=tmp_path, executed_dir=tmp_path, extra={"pieces_dir": "x"})
+    assert "pieces_dir" in runner.check_parameters(ROOT / "notebooks" / "04_matrix_completion.ipynb")

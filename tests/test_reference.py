@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -104,8 +105,10 @@ def test_linear_chapters_are_stored_as_json_and_csv_once(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_execute(name, profile, *, root=None, results_dir=None, executed_dir=None, force=False, timeout_s=None):
+    def fake_execute(name, profile, *, root=None, results_dir=None, executed_dir=None, force=False, timeout_s=None,
+                     extra=None):
         calls.append((name, profile, force))
+        assert not extra  # chapter 1 declares no pieces_dir
         out = tmp_path / "run" / name
         out.mkdir(parents=True)
         (out / "metrics.json").write_text("{}")
@@ -129,3 +132,35 @@ def test_linear_chapters_are_stored_as_json_and_csv_once(tmp_path, monkeypatch):
     assert reference.run_chapters(root, ["01_theorem"]) == [] and len(calls) == 1
     with pytest.raises(ValueError, match="no reference run for"):
         reference.run_chapters(root, ["06_fewshot_stsb"])
+
+
+def test_chapter_4_resumes_from_its_pieces_and_drops_them_once_stored(tmp_path, monkeypatch):
+    """Chapter 4 gets a pieces folder under the reference folder; a run cut after one piece leaves it
+    there, the next run says it resumes from it, and the stored chapter no longer needs it."""
+    from companion.book import notebooks as runner
+
+    seen = []
+
+    def fake_execute(name, profile, *, root=None, results_dir=None, executed_dir=None, force=False, timeout_s=None,
+                     extra=None):
+        pieces = Path(extra["pieces_dir"])
+        seen.append(sorted(p.name for p in pieces.glob("*.json")) if pieces.is_dir() else [])
+        pieces.mkdir(parents=True, exist_ok=True)
+        (pieces / "sweep-rhat5-trial0-compressed.json").write_text("{}")
+        if len(seen) == 1:
+            raise RuntimeError("cut")
+        out = tmp_path / "run" / name
+        out.mkdir(parents=True)
+        (out / "provenance.json").write_text(json.dumps({"wall_time_s": 3.0, "device": "cpu", "git_revision": "ab"}))
+        return runner.Execution(name, out / "x.ipynb", out, 3.0)
+
+    monkeypatch.setattr(runner, "execute", fake_execute)
+    root = tmp_path / "reference"
+    with pytest.raises(RuntimeError, match="cut"):
+        reference.run_chapters(root, ["04_matrix_completion"])
+    pieces = root / "chapters" / "pieces" / "04_matrix_completion"
+    said = []
+    assert reference.run_chapters(root, ["04_matrix_completion"], say=said.append) == ["04_matrix_completion"]
+    assert seen == [[], ["sweep-rhat5-trial0-compressed.json"]] and not pieces.exists()
+    assert any("resuming from 1 stored pieces" in line for line in said)
+    assert reference.chapter_done(root, "04_matrix_completion")

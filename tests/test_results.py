@@ -83,3 +83,13 @@ def test_describe_config_wraps_every_field_under_its_dataclass():
     cases = describe_config(ch02_proof.config("smoke"))
     assert cases.count("(FactorizationSetting)") == 4 and "cases[3] (FactorizationSetting)" in cases
     assert describe_config(3) == "3"
+
+
+def test_provenance_names_the_revision_the_run_started_at(tmp_path, monkeypatch):
+    """A run that outlives a commit records the code it ran, not the checkout it finished in."""
+    from companion.book import results as module
+
+    monkeypatch.setattr(module, "git_revision", lambda cwd=None: "a" * 40)
+    r = Results(tmp_path, "smoke", "nb")
+    monkeypatch.setattr(module, "git_revision", lambda cwd=None: "b" * 40)
+    assert r.finish()["git_revision"] == "a" * 40

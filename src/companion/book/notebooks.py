@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 NOTEBOOKS = ("01_theorem", "02_proof_verification", "03_compressed_trajectories", "04_matrix_completion",
              "05_invariant_subspaces_bert", "06_fewshot_stsb", "07_glue_limited_data", "08_reproduction_report")
@@ -107,6 +107,7 @@ def execute(
     executed_dir: str | Path | None = None,
     force: bool = False,
     timeout_s: int | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Execution:
     """Run one notebook with papermill.
 
@@ -118,6 +119,7 @@ def execute(
       executed_dir: where the executed copy goes (default ``<root>/book/executed``).
       force: passed as the ``force`` parameter (run ``full`` without a GPU).
       timeout_s: per-cell timeout (default by profile).
+      extra: more parameters, each one the notebook declares (e.g. chapter 4's ``pieces_dir``).
 
     Raises:
       ValueError: unknown notebook or profile.
@@ -137,6 +139,10 @@ def execute(
     target = executed_dir / f"{notebook}.ipynb"
     declared = check_parameters(source)
     parameters = {"profile": profile, "results_dir": _shown(results_dir, root / "notebooks"), "force": bool(force)}
+    unknown = sorted(set(extra or ()) - set(declared))
+    if unknown:
+        raise ValueError(f"{notebook} declares no parameter {unknown}; its parameters are {', '.join(declared)}")
+    parameters.update(extra or {})
     if "online" in declared:  # chapters 5-7: COMPANION_ONLINE=1 lets them download (bert-base-cased, GLUE)
         parameters["online"] = os.environ.get(ONLINE_ENV, "") not in ("", "0")
     start = time.perf_counter()

@@ -47,6 +47,10 @@ FOLDER = Path("reports") / "reference"
 # chapter 4's d = 1000 completion with its r̂ sweep take hours, so they are separate steps).
 CHAPTERS = ("01_theorem", "02_proof_verification", "03_compressed_trajectories", "04_matrix_completion")
 CHAPTERS_FOLDER = "chapters"  # under the reference folder: chapters/full/<notebook>/
+# A chapter that declares a ``pieces_dir`` parameter (chapter 4) keeps each finished sweep and depth
+# run under chapters/pieces/<notebook>/ while it runs, so a cut run resumes from them; they are
+# removed once the chapter is stored (its CSVs hold the same rows).
+PIECES_FOLDER = "pieces"
 KEPT = ("*.json", "*.csv")  # what a chapter run leaves in the reports (no PNGs)
 # A figure CSV larger than this stays out of the reports (chapter 1's full singular values are
 # 18 MB); omitted.json lists each one left out with its size, and the run's metrics keep its numbers.
@@ -255,9 +259,15 @@ def run_chapters(root: str | Path, notebooks: Sequence[str] = CHAPTERS, *, repos
             say(f"chapter {name}: a cut run is there (no provenance.json); running it again")
             shutil.rmtree(target)
         say(f"chapter {name}: running the full profile")
+        extra = {}
+        pieces = Path(root).resolve() / CHAPTERS_FOLDER / PIECES_FOLDER / name
+        if "pieces_dir" in runner.check_parameters(runner.repository_root(repository) / "notebooks" / f"{name}.ipynb"):
+            extra["pieces_dir"] = str(pieces)
+            if pieces.is_dir():
+                say(f"chapter {name}: resuming from {len(list(pieces.glob('*.json')))} stored pieces in {pieces}")
         with tempfile.TemporaryDirectory() as tmp:
             run = runner.execute(name, "full", root=repository, results_dir=tmp, executed_dir=tmp, force=True,
-                                 timeout_s=timeout_s)
+                                 timeout_s=timeout_s, extra=extra)
             staging = target.with_name(name + ".partial")
             if staging.exists():
                 shutil.rmtree(staging)
@@ -274,6 +284,8 @@ def run_chapters(root: str | Path, notebooks: Sequence[str] = CHAPTERS, *, repos
                                                                  indent=1) + "\n")
             shutil.copy2(run.results / "provenance.json", staging / "provenance.json")
             staging.rename(target)
+        if extra and pieces.is_dir():
+            shutil.rmtree(pieces)
         say(f"chapter {name}: stored in {target} ({run.wall_time_s:.0f} s)")
         done.append(name)
     return done

@@ -154,6 +154,8 @@ class Results:
         self.metrics: dict[str, float | int] = {}
         self.figures: list[str] = []
         self._start = time.perf_counter()
+        # The code that runs is the checkout as it is now: a long run may finish after later commits.
+        self.revision = git_revision()
         self.device = device_description()
         if config is not None:
             (self.path / "config.json").write_text(json.dumps(_jsonable(config), indent=2) + "\n")
@@ -201,7 +203,7 @@ class Results:
             "notebook": self.notebook,
             "profile": self.profile,
             "device": self.device,
-            "git_revision": git_revision(),
+            "git_revision": self.revision,
             "packages": package_versions(),
             "python": platform.python_version(),
             "platform": platform.platform(),

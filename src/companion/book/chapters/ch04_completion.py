@@ -8,12 +8,15 @@ compressed vs random narrow; depth 2 vs 3 over hidden widths.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from companion.book import claims
+from companion.book.pieces import Pieces
 from companion.book.profiles import check_profile_name, with_overrides
 from companion.linear import completion
 from companion.linear.precision import float64
@@ -97,6 +100,7 @@ class Result:
       pcs: {method: (R, 2)} projections on the original run's principal components.
       sweep: rows (rank_estimate, trial, method, steps, wall_time_s, converged, recovery_error).
       depth: rows (depth, hidden, steps, converged, recovery_error).
+      pieces: how many sweep and depth rows were read from stored pieces and how many computed.
     """
 
     config: Config
@@ -104,11 +108,34 @@ class Result:
     pcs: dict[str, np.ndarray]
     sweep: list[dict]
     depth: list[dict]
+    pieces: str = "pieces kept nowhere"
+
+
+# Settings that only choose which pieces a run needs, not what a piece holds (a run with fewer
+# trials reads the first trials of a run with more).
+NOT_PIECE_SETTINGS = ("sweep_trials", "sweep_rank_estimates", "depth_hidden", "depth_lr")
+
+
+def piece_settings(cfg: Config) -> dict[str, Any]:
+    """What every piece of the r̂ sweep and the depth study depends on (``pieces.Pieces``)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_PIECE_SETTINGS}
 
 
 @float64
-def run(cfg: Config) -> Result:
-    """The three studies, in float64."""
+def run(cfg: Config, pieces_dir: str | Path | None = None) -> Result:
+    """The three studies, in float64.
+
+    Args:
+      pieces_dir: where each finished run of the r̂ sweep and of the depth study is kept
+        (``pieces.Pieces``), so a cut run resumes from them; None keeps nothing. The trajectory
+        runs (an hour of the full profile on a CPU) are computed every time: their stored iterates
+        are too large to keep.
+
+    Raises:
+      pieces.PieceError: a stored piece is cut or was made with other settings.
+    """
+    store = Pieces(pieces_dir, piece_settings(cfg))
+    store.verify()  # a stored piece of other settings stops the run before the trajectories' hour
     key = completion.problem_key
     problem = completion.make_problem(key(cfg.seed), cfg.width, cfg.target_rank, cfg.fraction)
     kw = dict(depth=cfg.depth, init_scale=cfg.init_scale, lr=cfg.lr, rank_estimate=cfg.target_rank,
@@ -122,22 +149,29 @@ def run(cfg: Config) -> Result:
         trial_problem = completion.make_problem(key(seed), cfg.width, cfg.target_rank, cfg.fraction)
         for r_hat in cfg.sweep_rank_estimates:
             for method in ("compressed", "narrow"):
-                r = completion.run_method(method, trial_problem, depth=cfg.depth, init_scale=cfg.init_scale,
-                                          lr=cfg.lr, rank_estimate=r_hat, gamma=cfg.gamma, budget=cfg.sweep_budget,
-                                          tol=cfg.sweep_tol, seed=seed, record_every=cfg.record_every)
-                sweep.append(dict(rank_estimate=r_hat, trial=trial, method=method, steps=r.steps_to_tol,
-                                  wall_time_s=r.wall_time_s, converged=int(r.converged),
-                                  recovery_error=float(r.recovery_error[-1])))
+                def one(method=method, r_hat=r_hat, seed=seed, trial=trial, problem=trial_problem) -> dict:
+                    r = completion.run_method(method, problem, depth=cfg.depth, init_scale=cfg.init_scale,
+                                              lr=cfg.lr, rank_estimate=r_hat, gamma=cfg.gamma,
+                                              budget=cfg.sweep_budget, tol=cfg.sweep_tol, seed=seed,
+                                              record_every=cfg.record_every)
+                    return dict(rank_estimate=r_hat, trial=trial, method=method, steps=r.steps_to_tol,
+                                wall_time_s=r.wall_time_s, converged=int(r.converged),
+                                recovery_error=float(r.recovery_error[-1]))
+
+                sweep.append(store.get(f"sweep-rhat{r_hat}-trial{trial}-{method}", one))
     depth = []
     depth_problem = completion.make_problem(key(cfg.seed), cfg.depth_width, cfg.depth_target_rank, cfg.depth_fraction)
     for layers, lr in cfg.depth_lr:
         for hidden in cfg.depth_hidden:
-            r = completion.run_method("narrow", depth_problem, depth=layers, init_scale=cfg.init_scale, lr=lr,
-                                      hidden=hidden, budget=cfg.depth_budget, tol=cfg.depth_tol, seed=cfg.seed,
-                                      record_every=cfg.record_every)
-            depth.append(dict(depth=layers, hidden=hidden, steps=r.steps_to_tol, converged=int(r.converged),
-                              recovery_error=float(r.recovery_error[-1])))
-    return Result(cfg, runs, pcs, sweep, depth)
+            def one(layers=layers, lr=lr, hidden=hidden) -> dict:
+                r = completion.run_method("narrow", depth_problem, depth=layers, init_scale=cfg.init_scale, lr=lr,
+                                          hidden=hidden, budget=cfg.depth_budget, tol=cfg.depth_tol, seed=cfg.seed,
+                                          record_every=cfg.record_every)
+                return dict(depth=layers, hidden=hidden, steps=r.steps_to_tol, converged=int(r.converged),
+                            recovery_error=float(r.recovery_error[-1]))
+
+            depth.append(store.get(f"depth{layers}-hidden{hidden}-lr{lr:g}", one))
+    return Result(cfg, runs, pcs, sweep, depth, store.describe())
 
 
 def _mean_steps(rows: list[dict], method: str, r_hat: int | None = None) -> float:
