@@ -135,14 +135,8 @@ def run(cfg: Config, pieces_dir: str | Path | None = None) -> Result:
       pieces.PieceError: a stored piece is cut or was made with other settings.
     """
     store = Pieces(pieces_dir, piece_settings(cfg))
-    store.verify()  # a stored piece of other settings stops the run before the trajectories' hour
+    store.verify()  # a stored piece of other settings stops the run before hours of work
     key = completion.problem_key
-    problem = completion.make_problem(key(cfg.seed), cfg.width, cfg.target_rank, cfg.fraction)
-    kw = dict(depth=cfg.depth, init_scale=cfg.init_scale, lr=cfg.lr, rank_estimate=cfg.target_rank,
-              gamma=cfg.gamma, budget=cfg.budget, tol=cfg.tol, seed=cfg.seed, record_every=cfg.record_every,
-              iterate_every=cfg.iterate_every)
-    runs = {m: completion.run_method(m, problem, **kw) for m in TRAJECTORY_METHODS}
-    pcs = dict(zip(runs, completion.principal_components(*(r.iterates for r in runs.values()))))
     sweep = []
     for trial in range(cfg.sweep_trials):
         seed = cfg.seed + 1 + trial
@@ -171,6 +165,14 @@ def run(cfg: Config, pieces_dir: str | Path | None = None) -> Result:
                             recovery_error=float(r.recovery_error[-1]))
 
             depth.append(store.get(f"depth{layers}-hidden{hidden}-lr{lr:g}", one))
+    # The trajectories last: a run cut before them has kept every piece (each run has its own problem
+    # and seed, so the order changes no number).
+    problem = completion.make_problem(key(cfg.seed), cfg.width, cfg.target_rank, cfg.fraction)
+    kw = dict(depth=cfg.depth, init_scale=cfg.init_scale, lr=cfg.lr, rank_estimate=cfg.target_rank,
+              gamma=cfg.gamma, budget=cfg.budget, tol=cfg.tol, seed=cfg.seed, record_every=cfg.record_every,
+              iterate_every=cfg.iterate_every)
+    runs = {m: completion.run_method(m, problem, **kw) for m in TRAJECTORY_METHODS}
+    pcs = dict(zip(runs, completion.principal_components(*(r.iterates for r in runs.values()))))
     return Result(cfg, runs, pcs, sweep, depth, store.describe())
 
 
