@@ -91,7 +91,9 @@ def test_a_run_resumed_from_pieces_has_the_whole_runs_rows(result, tmp_path):
 
     cfg = chapter.config("smoke", **TINY)
     first = chapter.run(cfg, tmp_path)
-    assert "0 read, 8 computed" in first.pieces and len(list(tmp_path.glob("*.json"))) == 8
+    assert "0 read, 8 computed" in first.pieces
+    assert sorted(p.stem for p in tmp_path.glob("*.json")) == sorted(chapter.piece_names(cfg))
+    assert len(chapter.piece_names(chapter.config("full"))) == 5 * 6 * 2 + 2 * 10
     assert [{k: v for k, v in r.items() if k != "wall_time_s"} for r in first.sweep] == \
         [{k: v for k, v in r.items() if k != "wall_time_s"} for r in result.sweep] and first.depth == [
             {k: v for k, v in r.items()} for r in result.depth]

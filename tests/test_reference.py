@@ -159,6 +159,8 @@ def test_chapter_4_resumes_from_its_pieces_and_drops_them_once_stored(tmp_path, 
     with pytest.raises(RuntimeError, match="cut"):
         reference.run_chapters(root, ["04_matrix_completion"])
     pieces = root / "chapters" / "pieces" / "04_matrix_completion"
+    assert reference.chapter_status(root, "04_matrix_completion").endswith(
+        "; 1 of its 80 sweep and depth runs stored (a run resumes from them)")
     said = []
     assert reference.run_chapters(root, ["04_matrix_completion"], say=said.append) == ["04_matrix_completion"]
     assert seen == [[], ["sweep-rhat5-trial0-compressed.json"]] and not pieces.exists()

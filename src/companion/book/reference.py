@@ -212,7 +212,15 @@ def chapter_status(root: str | Path, notebook: str) -> str:
     import json
 
     if not chapter_done(root, notebook):
-        return f"{notebook}: not run yet (the chapter's full profile, forced on this machine)"
+        text = f"{notebook}: not run yet (the chapter's full profile, forced on this machine)"
+        pieces = Path(root) / CHAPTERS_FOLDER / PIECES_FOLDER / notebook
+        if notebook == "04_matrix_completion":
+            from companion.book.chapters import ch04_completion
+
+            names = ch04_completion.piece_names(ch04_completion.config("full"))
+            stored = sum((pieces / f"{n}.json").is_file() for n in names)
+            text += f"; {stored} of its {len(names)} sweep and depth runs stored (a run resumes from them)"
+        return text
     prov = json.loads((Path(root) / CHAPTERS_FOLDER / "full" / notebook / "provenance.json").read_text())
     return f"{notebook}: stored ({prov['wall_time_s']:.0f} s on {prov['device']}, revision {prov['git_revision'][:7]})"
 

@@ -121,6 +121,21 @@ def piece_settings(cfg: Config) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_PIECE_SETTINGS}
 
 
+def sweep_piece(r_hat: int, trial: int, method: str) -> str:
+    return f"sweep-rhat{r_hat}-trial{trial}-{method}"
+
+
+def depth_piece(layers: int, hidden: int, lr: float) -> str:
+    return f"depth{layers}-hidden{hidden}-lr{lr:g}"
+
+
+def piece_names(cfg: Config) -> list[str]:
+    """Every piece a run of ``cfg`` keeps (``run``'s ``pieces_dir``), in the order it computes them."""
+    return ([sweep_piece(r_hat, trial, method) for trial in range(cfg.sweep_trials)
+             for r_hat in cfg.sweep_rank_estimates for method in ("compressed", "narrow")]
+            + [depth_piece(layers, hidden, lr) for layers, lr in cfg.depth_lr for hidden in cfg.depth_hidden])
+
+
 @float64
 def run(cfg: Config, pieces_dir: str | Path | None = None) -> Result:
     """The three studies, in float64.
@@ -152,7 +167,7 @@ def run(cfg: Config, pieces_dir: str | Path | None = None) -> Result:
                                 wall_time_s=r.wall_time_s, converged=int(r.converged),
                                 recovery_error=float(r.recovery_error[-1]))
 
-                sweep.append(store.get(f"sweep-rhat{r_hat}-trial{trial}-{method}", one))
+                sweep.append(store.get(sweep_piece(r_hat, trial, method), one))
     depth = []
     depth_problem = completion.make_problem(key(cfg.seed), cfg.depth_width, cfg.depth_target_rank, cfg.depth_fraction)
     for layers, lr in cfg.depth_lr:
@@ -164,7 +179,7 @@ def run(cfg: Config, pieces_dir: str | Path | None = None) -> Result:
                 return dict(depth=layers, hidden=hidden, steps=r.steps_to_tol, converged=int(r.converged),
                             recovery_error=float(r.recovery_error[-1]))
 
-            depth.append(store.get(f"depth{layers}-hidden{hidden}-lr{lr:g}", one))
+            depth.append(store.get(depth_piece(layers, hidden, lr), one))
     # The trajectories last: a run cut before them has kept every piece (each run has its own problem
     # and seed, so the order changes no number).
     problem = completion.make_problem(key(cfg.seed), cfg.width, cfg.target_rank, cfg.fraction)
