@@ -219,3 +219,32 @@ def test_logged_rechecks_read_as_reruns():
     (r,) = report.rechecked([entry])
     assert r.key == "ab" * 8 and [c[0] for c in r.copies] == ["stored record", "companion recheck"]
     assert abs(r.difference - 0.0125) < 1e-12 and not r.agrees and "500 steps seed 0" in r.label
+
+
+def test_paper_rows_of_the_linear_chapters_read_the_stored_numbers(tmp_path):
+    """Chapters 3 and 4 beside the paper, from a run folder (here the smoke baselines): steps from
+    metrics.json, the speed-up from the trajectory CSV's wall times; a CSV left out says so."""
+    import csv
+
+    for name in ("03_compressed_trajectories", "04_matrix_completion"):
+        run = tmp_path / "smoke" / name
+        shutil.copytree(ROOT / "baselines" / "smoke" / name, run)
+        (run / "provenance.json").write_text(json.dumps({"profile": "smoke", "device": "cpu (2 cores)",
+                                                         "git_revision": "f" * 40}))
+    rows = report.paper_comparison(tmp_path, "smoke", ["01_theorem", "03_compressed_trajectories", "04_matrix_completion"])
+    assert {r.notebook for r in rows} == {"03_compressed_trajectories", "04_matrix_completion"}
+    m3 = json.loads((tmp_path / "smoke" / "03_compressed_trajectories" / "metrics.json").read_text())
+    steps = next(r for r in rows if r.notebook.startswith("03") and r.quantity.startswith("steps"))
+    assert steps.ours == f"{m3['steps_original']:,} / {m3['steps_compressed']:,}" and "arXiv:2406.04112" in steps.paper.source
+    with open(tmp_path / "smoke" / "03_compressed_trajectories" / "trajectories.csv") as f:
+        wall = {}
+        for row in csv.DictReader(f):
+            if row["wall_time_s"] != "nan":
+                wall[row["method"]] = max(wall.get(row["method"], 0.0), float(row["wall_time_s"]))
+    speed = next(r for r in rows if r.notebook.startswith("03") and "speed-up" in r.quantity)
+    assert speed.ours.startswith(f"{wall['original'] / wall['compressed-gamma0']:.1f}×")
+    (tmp_path / "smoke" / "04_matrix_completion" / "completion_trajectories.csv").unlink()
+    rows = report.paper_comparison(tmp_path, "smoke", ["04_matrix_completion"])
+    assert next(r for r in rows if r.quantity.startswith("wall time")).ours == "not stored"
+    sweep = next(r for r in rows if r.quantity.startswith("r̂ sweep"))
+    assert sweep.paper.value.startswith("≈ 19,500") and sweep.ours.endswith("(mean over trials, per r̂)")

@@ -527,6 +527,46 @@ class ChapterClaim:
     revision: str
 
 
+@dataclass(frozen=True)
+class PaperRow:
+    """One number of the paper beside a stored chapter run's (the linear half: chapters 1–4).
+
+    Attributes:
+      notebook: the chapter, e.g. "03_compressed_trajectories".
+      quantity: what is compared; paper: the paper's value and its source; ours: the run's number.
+      profile, device, revision: where the run came from (its provenance.json).
+    """
+
+    notebook: str
+    quantity: str
+    paper: PaperValue
+    ours: str
+    profile: str
+    device: str
+    revision: str
+
+
+def paper_comparison(results_dir: str | Path, profile: str, notebooks: Sequence[str]) -> list[PaperRow]:
+    """The paper's numbers beside each finished chapter run at ``profile`` that has them (its
+    module's ``paper_rows``: chapters 1–4); chapters without a finished run give no row."""
+    import importlib
+    import json
+
+    from companion.book.chapters import CHAPTERS
+
+    out = []
+    for name in notebooks:
+        folder = Path(results_dir) / profile / name
+        chapter = importlib.import_module(f"companion.book.chapters.{CHAPTERS[name]}")
+        if not hasattr(chapter, "paper_rows") or not (folder / "provenance.json").is_file() \
+                or not (folder / "metrics.json").is_file():
+            continue
+        prov = json.loads((folder / "provenance.json").read_text())
+        out += [PaperRow(name, q, p, ours, prov["profile"], prov["device"], prov["git_revision"])
+                for q, p, ours in chapter.paper_rows(folder)]
+    return out
+
+
 def chapter_claims(results_dir: str | Path, profile: str, notebooks: Sequence[str]) -> tuple[list[ChapterClaim], list[str]]:
     """The claims each chapter checked on its last run at ``profile``.
 
@@ -586,5 +626,5 @@ def report(folder: str | Path, *, missing: bool = False) -> str:
     return markdown(claims(find_records(folder), missing=missing))
 
 
-__all__ = ["ChapterClaim", "ClaimRow", "PENDING", "PROTOCOL", "Rerun", "rechecked", "reruns", "chapter_claims", "claims", "compare_records", "compare_rows", "fewshot_records",
+__all__ = ["ChapterClaim", "ClaimRow", "PENDING", "PROTOCOL", "PaperRow", "paper_comparison", "Rerun", "rechecked", "reruns", "chapter_claims", "claims", "compare_records", "compare_rows", "fewshot_records",
            "fewshot_rows", "glue_rows", "learned", "markdown", "noninferior", "numerical_rank_records", "numerical_rank_rows", "rank_records", "rank_rows", "report", "score_at"]

@@ -8,7 +8,9 @@ recursion (1), their singular vectors never move, and the other 2r* learn Φ.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -118,6 +120,26 @@ def table(result: Result, stamp: str) -> str:
 | largest relative deviation of those from ρ_l(t) | {PAPER['deviation'].text()} | {m['max_rel_dev']:.1e} |
 | ρ-block singular vectors: largest angle to S | {PAPER['angle'].text()} | {m['max_angle_rho_block_deg']:.1e} degrees |
 """
+
+
+def paper_rows(folder: str | Path) -> list[tuple[str, claims.PaperValue, str]]:
+    """The paper's numbers beside this chapter's, from a stored run (its metrics.json): one
+    (quantity, paper value with its source, ours) per number the paper gives.
+
+    Args:
+      folder: a run's output folder, e.g. reports/reference/chapters/full/01_theorem/.
+
+    Raises:
+      FileNotFoundError: no metrics.json there.
+    """
+    m = json.loads((Path(folder) / "metrics.json").read_text())
+    return [
+        ("singular values of every W_l(t) that equal ρ_l(t)", PAPER["count"],
+         f"at least {m['min_count']} per layer at every step (d − 2r* = {m['required_count']})"),
+        ("their deviation from the recursion's ρ_l(t)", PAPER["deviation"], f"largest relative {m['max_rel_dev']:.1e}"),
+        ("angle of the ρ-block singular vectors to their start", PAPER["angle"],
+         f"largest {m['max_angle_rho_block_deg']:.1e}°"),
+    ]
 
 
 def check_claims(metrics: Mapping[str, float], profile: str) -> list[claims.Claim]:

@@ -10,7 +10,10 @@ relative residual at every recorded step.
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import jax.numpy as jnp
@@ -164,6 +167,26 @@ def table(result: Result, stamp: str) -> str:
             f"This run: {stamp}.\n\n"
             "| case | setting | dim S | d − 2r* | max A | max B | max C | max D | ‖VᵀV − I‖ |\n"
             "|---|---|---|---|---|---|---|---|---|\n" + rows)
+
+
+def paper_rows(folder: str | Path) -> list[tuple[str, claims.PaperValue, str]]:
+    """The paper's numbers beside this chapter's, from a stored run (its metrics.json): one
+    (quantity, paper value with its source, ours) per number the paper gives.
+
+    Args:
+      folder: a run's output folder, e.g. reports/reference/chapters/full/02_proof_verification/.
+
+    Raises:
+      FileNotFoundError: no metrics.json there.
+    """
+    m = json.loads((Path(folder) / "metrics.json").read_text())
+    cases = range(1, int(m["cases"]) + 1)
+    worst = max(v for k, v in m.items() if re.fullmatch(r"case\d+_max_residual_[A-D]", k))
+    return [
+        ("dimension of the invariant subspace S, per case", PAPER["dim_s"],
+         "; ".join(f"case {i}: {m[f'case{i}_dim_s']} (d − 2r* = {m[f'case{i}_required_count']})" for i in cases)),
+        ("residuals of the proof's events A–D", PAPER["events"], f"largest {worst:.1e} over every step and case"),
+    ]
 
 
 def check_claims(metrics: Mapping[str, float], profile: str) -> list[claims.Claim]:

@@ -8,13 +8,16 @@ the gap between the two runs against √(d − 2r*) ∏ρ_l(t) and the bound of 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import jax
 import numpy as np
 
 from companion.book import claims
+from companion.book.results import read_table
 from companion.book.profiles import check_profile_name, with_overrides
 from companion.linear import completion, compression
 from companion.linear.precision import float64
@@ -135,6 +138,44 @@ def table(result: Result, stamp: str) -> str:
 | gap vs √(d − 2r*) ∏ρ_l(t), relative | {P['gap_exact'].text()} ({P['gap_exact'].source}) | {m['max_rel_err_vs_exact']:.1e} (float64 floor at ε = {c.init_scale}) |
 | parameters | {P['params'].text()} | {m['params_original']:,} vs {m['params_compressed']:,} |
 """
+
+
+def _last_wall_times(path: Path) -> dict[str, float] | None:
+    """Each method's wall time to its last record (compilation excluded), from a trajectory CSV;
+    None when the CSV is not stored (left out of the reports for its size)."""
+    if not path.is_file():
+        return None
+    t = read_table(path)
+    out: dict[str, float] = {}
+    for method, w in zip(t["method"], t["wall_time_s"]):
+        if w != "nan":
+            out[method] = max(out.get(method, 0.0), float(w))
+    return out
+
+
+def paper_rows(folder: str | Path) -> list[tuple[str, claims.PaperValue, str]]:
+    """The paper's numbers beside this chapter's, from a stored run (its metrics.json and
+    trajectories.csv): one (quantity, paper value with its source, ours) per number the paper gives.
+
+    Args:
+      folder: a run's output folder, e.g. reports/reference/chapters/full/03_compressed_trajectories/.
+
+    Raises:
+      FileNotFoundError: no metrics.json there.
+    """
+    m = json.loads((Path(folder) / "metrics.json").read_text())
+    wall = _last_wall_times(Path(folder) / "trajectories.csv")
+    speedup = ("not stored" if not wall or not {"original", "compressed-gamma0"} <= set(wall) else
+               f"{wall['original'] / wall['compressed-gamma0']:.1f}× ({wall['original']:.3g} s / "
+               f"{wall['compressed-gamma0']:.3g} s to tolerance)")
+    return [
+        ("steps to tolerance, original / compressed", PAPER["steps"],
+         f"{m['steps_original']:,} / {m['steps_compressed']:,}"),
+        ("wall-time speed-up of the compressed run", PAPER["speedup"], speedup),
+        ("largest gap² over (d − 2r̂)∏ε_l²", PAPER["gap_over_bound"], f"{m['max_gap_over_bound']:.8f}"),
+        ("gap against √(d − 2r*)∏ρ_l(t)", PAPER["gap_exact"], f"largest relative difference {m['max_rel_err_vs_exact']:.1e}"),
+        ("parameters, original / compressed", PAPER["params"], f"{m['params_original']:,} / {m['params_compressed']:,}"),
+    ]
 
 
 def check_claims(metrics: Mapping[str, float], profile: str) -> list[claims.Claim]:

@@ -9,6 +9,7 @@ compressed vs random narrow; depth 2 vs 3 over hidden widths.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,6 +18,7 @@ import numpy as np
 
 from companion.book import claims
 from companion.book.pieces import Pieces
+from companion.book.results import read_table
 from companion.book.profiles import check_profile_name, with_overrides
 from companion.linear import completion
 from companion.linear.precision import float64
@@ -232,6 +234,44 @@ def table(result: Result, stamp: str) -> str:
 | r̂ sweep: steps compressed / random narrow | {P['sweep'].text()} | {m['sweep_mean_steps_compressed']:.0f} / {m['sweep_mean_steps_narrow']:.0f} (mean over r̂ ∈ {r_hats}, {c.sweep_trials} seeds) |
 | depth 3 vs 2 | {P['depth'].text()} | depth 3: {', '.join(f"{r['recovery_error']:.0e}" for r in d3)}; depth 2: {', '.join(f"{r['recovery_error']:.0e}" for r in d2)} (widths {[r['hidden'] for r in d3]}) |
 """
+
+
+def paper_rows(folder: str | Path) -> list[tuple[str, claims.PaperValue, str]]:
+    """The paper's numbers beside this chapter's, from a stored run (its metrics.json,
+    completion_trajectories.csv and rank_sweep.csv): one (quantity, paper value with its source,
+    ours) per number the paper gives.
+
+    Args:
+      folder: a run's output folder, e.g. reports/reference/chapters/full/04_matrix_completion/.
+
+    Raises:
+      FileNotFoundError: no metrics.json there.
+    """
+    from companion.book.chapters.ch03_trajectories import _last_wall_times
+
+    folder = Path(folder)
+    m = json.loads((folder / "metrics.json").read_text())
+    wall = _last_wall_times(folder / "completion_trajectories.csv")
+    times = ("not stored" if not wall or not {"original", "compressed"} <= set(wall) else
+             f"{wall['original']:.3g} s / {wall['compressed']:.3g} s, {wall['original'] / wall['compressed']:.1f}×")
+    sweep = "not stored"
+    if (folder / "rank_sweep.csv").is_file():
+        t = read_table(folder / "rank_sweep.csv")
+        steps = {meth: [float(s) for mm, s in zip(t["method"], t["steps_mean"]) if mm == meth]
+                 for meth in ("compressed", "narrow")}
+        if all(steps.values()):
+            sweep = " / ".join(f"{min(v):,.0f}–{max(v):,.0f}" for v in steps.values()) + " (mean over trials, per r̂)"
+    d3 = [v for k, v in m.items() if k.startswith("depth3_hidden") and k.endswith("_recovery")]
+    d2 = [v for k, v in m.items() if k.startswith("depth2_hidden") and k.endswith("_recovery")]
+    return [
+        ("steps, original / compressed (γ)", PAPER["steps"], f"{m['steps_original']:,} / {m['steps_compressed']:,}"),
+        ("wall time, original / compressed", PAPER["wall_time"], times),
+        ("compressed with γ = 0", PAPER["gamma0"], f"recovery error {m['recovery_compressed_gamma0']:.1e} after "
+         f"{m['steps_compressed_gamma0']:,} steps" + ("" if m["converged_compressed_gamma0"] else " (did not converge)")),
+        ("r̂ sweep: steps, compressed / random narrow", PAPER["sweep"], sweep),
+        ("depth 3 vs depth 2, recovery error over the widths", PAPER["depth"],
+         f"depth 3 at most {max(d3):.0e}; depth 2 from {min(d2):.0e} to {max(d2):.0e}" if d3 and d2 else "not stored"),
+    ]
 
 
 def check_claims(metrics: Mapping[str, float], profile: str) -> list[claims.Claim]:

@@ -61,7 +61,7 @@ class Result:
         without a finished run at this profile.
       reference_rows: the claims chapters 1–4 checked on their full-profile runs stored under
         ``reports_dir/reference/chapters/full/`` (the reference profile); reference_absent: those
-        not stored yet.
+        not stored yet; reference_paper: the paper's numbers beside those runs' (``report.paper_comparison``).
       fewshot_runs, fewshot_deltas: the few-shot figure's numbers (``plots.report.fewshot_records``).
       offline_tasks: GLUE tasks with data here (None: no data folder set).
       compare_runs: the compressed-vs-wide records (``report.compare_records``), one dict each:
@@ -82,6 +82,7 @@ class Result:
     absent_chapters: list[str]
     reference_rows: list[report.ChapterClaim]
     reference_absent: list[str]
+    reference_paper: list[report.PaperRow]
     fewshot_runs: list[dict]
     fewshot_deltas: list[dict]
     offline_tasks: list[str] | None
@@ -128,6 +129,7 @@ def run(cfg: Config) -> Result:
     chapter_rows, absent = report.chapter_claims(cfg.results_dir, cfg.profile, CHAPTER_NOTEBOOKS)
     stored = Path(cfg.reports_dir) / "reference" / reference.CHAPTERS_FOLDER
     reference_rows, reference_absent = report.chapter_claims(stored, "full", reference.CHAPTERS)
+    reference_paper = report.paper_comparison(stored, "full", reference.CHAPTERS)
     stsb = report.fewshot_records(records)  # the 500-step curve's runs, not the 200-step studies
     runs = [{"method": r.config.method, "samples": r.config.samples, "seed": r.seed, "value": r.result.value,
              "fitted": bool(r.result.fitted), "first_loss": r.result.first_loss, "last_loss": r.result.last_loss}
@@ -154,6 +156,7 @@ def run(cfg: Config) -> Result:
     for r in sorted(with_ranks, key=lambda r: (r.config.method, r.seed)):
         numerical.setdefault(r.config.method, []).extend(int(x) for x in r.result.numerical_ranks.values())
     return Result(cfg, records, _studies(by_folder), rows, chapter_rows, absent, reference_rows, reference_absent,
+                  reference_paper,
                   runs, deltas, offline, compare, ranked, numerical, dict(Counter(r.config.method for r in with_ranks)),
                   report.reruns(by_folder) + rechecks, time.perf_counter() - start)
 
@@ -248,6 +251,9 @@ def table(result: Result, stamp: str) -> str:
         chapter_lines.append(f"| {c.notebook} | {_cell(c.statement)} | {_cell(c.detail)} | {verdict} |")
     if not chapter_lines:
         chapter_lines.append("| — | no chapter run read | — | — |")
+    paper_lines = [f"| {p.notebook} | {_cell(p.quantity)} | {_cell(p.paper.text())} ({_cell(p.paper.source)}) | "
+                   f"{_cell(p.ours)} ({_device(p.device)}) |" for p in result.reference_paper] \
+        or ["| — | no chapter stored yet | — | — |"]
     reference_lines = [f"| {c.notebook} | {_cell(c.statement)} | {_cell(c.detail)} | "
                        f"{'holds' if c.holds else 'does not hold'} (full profile, {_device(c.device)}) |"
                        for c in result.reference_rows] or ["| — | no chapter stored yet | — | — |"]
@@ -288,7 +294,14 @@ record again and logs both scores. Each pair should agree to within {RECHECK_TOL
 """ + "\n".join(rerun_lines) + f"""
 
 **The linear half at the paper's scale** (the reference profile: chapters 1–4 at their full settings, run on a
-CPU and stored under `{result.config.reports_dir}/reference/chapters/full/`):
+CPU and stored under `{result.config.reports_dir}/reference/chapters/full/`). The paper's numbers beside ours
+(its wall times are a GPU's; ours a CPU's, so only the ratio is compared):
+
+| chapter | quantity | paper (source) | ours (device) |
+|---|---|---|---|
+""" + "\n".join(paper_lines) + f"""
+
+The claims each stored chapter checked on its run, with their margins:
 
 | chapter | claim | numbers | verdict |
 |---|---|---|---|
