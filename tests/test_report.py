@@ -248,3 +248,21 @@ def test_paper_rows_of_the_linear_chapters_read_the_stored_numbers(tmp_path):
     assert next(r for r in rows if r.quantity.startswith("wall time")).ours == "not stored"
     sweep = next(r for r in rows if r.quantity.startswith("r̂ sweep"))
     assert sweep.paper.value.startswith("≈ 19,500") and sweep.ours.endswith("(mean over trials, per r̂)")
+
+
+def test_cli_report_adds_the_linear_half_from_full_chapter_runs(capsys, tmp_path):
+    """A folder with full-profile runs of chapters 1–4 at any depth (here the committed reference
+    runs of chapters 1 and 2) gets the paper-beside-ours rows after the claims table."""
+    stored = ROOT / "reports" / "reference" / "chapters" / "full"
+    for name in ("01_theorem", "02_proof_verification"):
+        shutil.copytree(stored / name, tmp_path / "mine" / "full" / name)
+    shutil.copytree(FEWSHOT, tmp_path / "mine" / "studies")
+    assert [p.name for p in report.stored_chapter_runs(tmp_path)] == ["01_theorem", "02_proof_verification"]
+    assert main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "The linear half at the full profile, beside the paper:" in out
+    m = json.loads((stored / "01_theorem" / "metrics.json").read_text())
+    assert f"at least {m['min_count']} per layer at every step" in out
+    assert main(["report", str(tmp_path), "--json"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert sum("quantity" in x for x in lines) == 5 and sum("claim" in x for x in lines) >= 4

@@ -169,8 +169,9 @@ def _build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--log", help="append the result to this JSON-lines file, e.g. reports/reference/rechecks.jsonl "
                                   "(chapter 8 shows the rechecks logged there)")
 
-    rt = sub.add_parser("report", help="judge the paper's claims from a folder of study records")
-    rt.add_argument("folder", help="a results folder (its study records are found at any depth)")
+    rt = sub.add_parser("report", help="judge the paper's claims from a folder of study records and chapter runs")
+    rt.add_argument("folder", help="a results folder: its study records, and its full-profile runs of chapters 1-4 "
+                                   "(.../full/<notebook>/), are found at any depth")
     rt.add_argument("--json", action="store_true", help="one JSON object per claim, one per line")
     return parser
 
@@ -397,13 +398,19 @@ def _report(args: argparse.Namespace) -> None:
 
     try:
         rows = report.claims(studies.find_records(args.folder))
+        linear = report.linear_comparison(args.folder)
     except studies.RecordError as e:
         raise UsageError(f"companion report: {e}") from None
     if args.json:
         for row in rows:
             print(json.dumps(asdict(row)))
+        for row in linear:  # the linear half's rows carry "quantity" where the claims carry "claim"
+            print(json.dumps(asdict(row)))
     else:
         print(report.markdown(rows))
+        if linear:
+            print("\nThe linear half at the full profile, beside the paper:\n")
+            print(report.linear_markdown(linear))
 
 
 def _emit(out: dict, as_json: bool) -> None:

@@ -603,6 +603,31 @@ def chapter_claims(results_dir: str | Path, profile: str, notebooks: Sequence[st
     return out, absent
 
 
+LINEAR = ("01_theorem", "02_proof_verification", "03_compressed_trajectories", "04_matrix_completion")
+
+
+def stored_chapter_runs(root: str | Path) -> list[Path]:
+    """Every finished run of chapters 1–4 at the full profile under ``root`` (any depth): a folder
+    ``.../full/<notebook>/`` with its provenance.json (``results/full/…`` after a full ``make book``,
+    ``reports/reference/chapters/full/…`` from the reference profile), sorted."""
+    return sorted(p.parent for p in Path(root).rglob("provenance.json")
+                  if p.parent.name in LINEAR and p.parent.parent.name == "full")
+
+
+def linear_comparison(root: str | Path) -> list[PaperRow]:
+    """The paper's numbers beside every full-profile run of chapters 1–4 under ``root``."""
+    return [row for run in stored_chapter_runs(root)
+            for row in paper_comparison(run.parent.parent, "full", [run.name])]
+
+
+def linear_markdown(rows: Sequence[PaperRow]) -> str:
+    """The linear half's rows in Markdown (``companion report``)."""
+    out = ["| chapter | quantity | paper | source | ours | device | revision |", "|---|---|---|---|---|---|---|"]
+    out += [f"| {r.notebook} | {r.quantity} | {r.paper.text()} | {r.paper.source} | {r.ours} | {r.device} | "
+            f"{r.revision[:7]} |" for r in rows]
+    return "\n".join(out)
+
+
 def markdown(rows: Sequence[ClaimRow]) -> str:
     """The claims table in Markdown (MyST renders it as a table)."""
     if not rows:
@@ -626,5 +651,6 @@ def report(folder: str | Path, *, missing: bool = False) -> str:
     return markdown(claims(find_records(folder), missing=missing))
 
 
-__all__ = ["ChapterClaim", "ClaimRow", "PENDING", "PROTOCOL", "PaperRow", "paper_comparison", "Rerun", "rechecked", "reruns", "chapter_claims", "claims", "compare_records", "compare_rows", "fewshot_records",
+__all__ = ["ChapterClaim", "ClaimRow", "LINEAR", "PENDING", "PROTOCOL", "PaperRow", "linear_comparison", "linear_markdown",
+           "paper_comparison", "stored_chapter_runs", "Rerun", "rechecked", "reruns", "chapter_claims", "claims", "compare_records", "compare_rows", "fewshot_records",
            "fewshot_rows", "glue_rows", "learned", "markdown", "noninferior", "numerical_rank_records", "numerical_rank_rows", "rank_records", "rank_rows", "report", "score_at"]
