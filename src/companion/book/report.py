@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from companion.book import statistics
+from companion.book import reference, statistics
 from companion.book.chapters import ch07_glue as glue_chapter
 from companion.book.chapters import ch06_fewshot
 from companion.book.chapters.ch06_fewshot import PAPER as FEWSHOT_PAPER
@@ -603,15 +603,12 @@ def chapter_claims(results_dir: str | Path, profile: str, notebooks: Sequence[st
     return out, absent
 
 
-LINEAR = ("01_theorem", "02_proof_verification", "03_compressed_trajectories", "04_matrix_completion")
-
-
 def stored_chapter_runs(root: str | Path) -> list[Path]:
     """Every finished run of chapters 1–4 at the full profile under ``root`` (any depth): a folder
     ``.../full/<notebook>/`` with its provenance.json (``results/full/…`` after a full ``make book``,
     ``reports/reference/chapters/full/…`` from the reference profile), sorted."""
     return sorted(p.parent for p in Path(root).rglob("provenance.json")
-                  if p.parent.name in LINEAR and p.parent.parent.name == "full")
+                  if p.parent.name in reference.CHAPTERS and p.parent.parent.name == "full")
 
 
 def linear_comparison(root: str | Path) -> list[PaperRow]:
@@ -651,6 +648,6 @@ def report(folder: str | Path, *, missing: bool = False) -> str:
     return markdown(claims(find_records(folder), missing=missing))
 
 
-__all__ = ["ChapterClaim", "ClaimRow", "LINEAR", "PENDING", "PROTOCOL", "PaperRow", "linear_comparison", "linear_markdown",
+__all__ = ["ChapterClaim", "ClaimRow", "PENDING", "PROTOCOL", "PaperRow", "linear_comparison", "linear_markdown",
            "paper_comparison", "stored_chapter_runs", "Rerun", "rechecked", "reruns", "chapter_claims", "claims", "compare_records", "compare_rows", "fewshot_records",
            "fewshot_rows", "glue_rows", "learned", "markdown", "noninferior", "numerical_rank_records", "numerical_rank_rows", "rank_records", "rank_rows", "report", "score_at"]
