@@ -148,7 +148,9 @@ def test_chapter_4_resumes_from_its_pieces_and_drops_them_once_stored(tmp_path, 
         pieces.mkdir(parents=True, exist_ok=True)
         (pieces / "sweep-rhat5-trial0-compressed.json").write_text("{}")
         if len(seen) == 1:
-            raise RuntimeError("cut")
+            (Path(results_dir) / "full" / name).mkdir(parents=True)
+            (Path(results_dir) / "full" / name / "rank_sweep.csv").write_text("a\n1\n")
+            raise RuntimeError("cut\n[FAILS] a check (1.0001)")
         out = tmp_path / "run" / name
         out.mkdir(parents=True)
         (out / "provenance.json").write_text(json.dumps({"wall_time_s": 3.0, "device": "cpu", "git_revision": "ab"}))
@@ -159,6 +161,9 @@ def test_chapter_4_resumes_from_its_pieces_and_drops_them_once_stored(tmp_path, 
     with pytest.raises(RuntimeError, match="cut"):
         reference.run_chapters(root, ["04_matrix_completion"])
     pieces = root / "chapters" / "pieces" / "04_matrix_completion"
+    failed = root / "chapters" / "failed" / "04_matrix_completion"
+    assert (failed / "rank_sweep.csv").read_text() == "a\n1\n" and "[FAILS] a check" in (failed / "error.txt").read_text()
+    assert not reference.chapter_done(root, "04_matrix_completion")
     assert reference.chapter_status(root, "04_matrix_completion").endswith(
         "; 1 of its 80 sweep and depth runs stored (a run resumes from them)")
     said = []

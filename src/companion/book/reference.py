@@ -51,6 +51,10 @@ CHAPTERS_FOLDER = "chapters"  # under the reference folder: chapters/full/<noteb
 # run under chapters/pieces/<notebook>/ while it runs, so a cut run resumes from them; they are
 # removed once the chapter is stored (its CSVs hold the same rows).
 PIECES_FOLDER = "pieces"
+# A chapter run that fails (a check that does not hold, a cell cut by its timeout) leaves its JSON
+# and CSV outputs so far and the error's last lines under chapters/failed/<notebook>/: hours of a
+# CPU are not thrown away, and the failure can be read.
+FAILED_FOLDER = "failed"
 KEPT = ("*.json", "*.csv")  # what a chapter run leaves in the reports (no PNGs)
 # A figure CSV larger than this stays out of the reports (chapter 1's full singular values are
 # 18 MB); omitted.json lists each one left out with its size, and the run's metrics keep its numbers.
@@ -274,8 +278,21 @@ def run_chapters(root: str | Path, notebooks: Sequence[str] = CHAPTERS, *, repos
             if pieces.is_dir():
                 say(f"chapter {name}: resuming from {len(list(pieces.glob('*.json')))} stored pieces in {pieces}")
         with tempfile.TemporaryDirectory() as tmp:
-            run = runner.execute(name, "full", root=repository, results_dir=tmp, executed_dir=tmp, force=True,
-                                 timeout_s=timeout_s, extra=extra)
+            try:
+                run = runner.execute(name, "full", root=repository, results_dir=tmp, executed_dir=tmp, force=True,
+                                     timeout_s=timeout_s, extra=extra)
+            except Exception as e:  # a failed check or a cut cell: keep what the run had written, then stop
+                failed = Path(root) / CHAPTERS_FOLDER / FAILED_FOLDER / name
+                if failed.exists():
+                    shutil.rmtree(failed)
+                failed.mkdir(parents=True)
+                for pattern in KEPT:
+                    for f in (Path(tmp) / "full" / name).glob(pattern):
+                        if f.stat().st_size <= MAX_CSV_BYTES:
+                            shutil.copy2(f, failed / f.name)
+                (failed / "error.txt").write_text("\n".join(str(e).strip().splitlines()[-40:]) + "\n")
+                say(f"chapter {name}: failed; its outputs so far and the error are in {failed}")
+                raise
             staging = target.with_name(name + ".partial")
             if staging.exists():
                 shutil.rmtree(staging)
