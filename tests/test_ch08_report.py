@@ -87,16 +87,20 @@ def test_glue_rows_pair_by_seed_and_average_tasks_per_seed(tmp_path):
 
 
 def test_chapter_claims_read_from_a_finished_run(tmp_path):
-    """A chapter run (metrics + provenance) gives its own checks; one without metrics is absent."""
+    """A chapter run (metrics + provenance) gives its own checks; one without provenance is absent."""
     run = tmp_path / "smoke" / "01_theorem"
     run.mkdir(parents=True)
     shutil.copy(ROOT / "baselines" / "smoke" / "01_theorem" / "metrics.json", run / "metrics.json")
     (run / "provenance.json").write_text(json.dumps({"profile": "smoke", "device": "cpu (2 cores)", "git_revision": "abc"}))
     (tmp_path / "smoke" / "02_proof_verification").mkdir()
-    rows, absent = report.chapter_claims(tmp_path, "smoke", ["01_theorem", "02_proof_verification"])
+    stopped = tmp_path / "smoke" / "03_compressed_trajectories"  # metrics but no provenance: stopped
+    stopped.mkdir()
+    (stopped / "metrics.json").write_text(json.dumps({"gap": 1.0}))
+    rows, absent = report.chapter_claims(tmp_path, "smoke", ["01_theorem", "02_proof_verification",
+                                                              "03_compressed_trajectories"])
     expected = ch01_theorem.check_claims(json.loads((run / "metrics.json").read_text()), "smoke")
     assert [r.statement for r in rows] == [c.statement for c in expected] and all(r.holds for r in rows)
-    assert absent == ["02_proof_verification"]
+    assert absent == ["02_proof_verification", "03_compressed_trajectories"]
     metrics = json.loads((run / "metrics.json").read_text())
     metrics["max_rel_dev"] = 1.0  # the recursion broken: the chapter's check fails, and the report says so
     (run / "metrics.json").write_text(json.dumps(metrics))

@@ -150,6 +150,7 @@ def test_chapter_4_resumes_from_its_pieces_and_drops_them_once_stored(tmp_path, 
         if len(seen) == 1:
             (Path(results_dir) / "full" / name).mkdir(parents=True)
             (Path(results_dir) / "full" / name / "rank_sweep.csv").write_text("a\n1\n")
+            (Path(results_dir) / "full" / name / "metrics.json").write_text('{"steps": 3}\n')
             raise RuntimeError("cut\n[FAILS] a check (1.0001)")
         out = tmp_path / "run" / name
         out.mkdir(parents=True)
@@ -163,6 +164,7 @@ def test_chapter_4_resumes_from_its_pieces_and_drops_them_once_stored(tmp_path, 
     pieces = root / "chapters" / "pieces" / "04_matrix_completion"
     failed = root / "chapters" / "failed" / "04_matrix_completion"
     assert (failed / "rank_sweep.csv").read_text() == "a\n1\n" and "[FAILS] a check" in (failed / "error.txt").read_text()
+    assert json.loads((failed / "metrics.json").read_text()) == {"steps": 3}  # what it measured before the check
     assert not reference.chapter_done(root, "04_matrix_completion")
     assert reference.chapter_status(root, "04_matrix_completion").endswith(
         "; 1 of its 80 sweep and depth runs stored (a run resumes from them)")

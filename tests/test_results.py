@@ -32,6 +32,18 @@ def test_results_layout(tmp_path):
     assert read_table(path / "line.csv") == {"x": ["0", "1"], "y": ["0.0", "1.0"], "label": ["a", "b"]}
 
 
+def test_metrics_are_kept_as_they_come_and_provenance_only_when_finished(tmp_path):
+    """A notebook stopped after measuring (a failed claim, say) leaves its metrics but no
+    provenance, so nothing reads it as a finished run."""
+    r = Results(tmp_path, "smoke", "nb")
+    r.add_metrics(gap=0.5)
+    r.add_metrics(steps=np.int64(7))
+    assert json.loads((r.path / "metrics.json").read_text()) == {"gap": 0.5, "steps": 7}
+    assert not (r.path / "provenance.json").exists()
+    r.finish()
+    assert (r.path / "provenance.json").exists()
+
+
 def test_rerun_clears_old_files(tmp_path):
     path = _result(tmp_path)
     (path / "stale.csv").write_text("x\n1\n")

@@ -577,7 +577,7 @@ def chapter_claims(results_dir: str | Path, profile: str, notebooks: Sequence[st
 
     Returns:
       (claims, notebooks without a finished run there). A chapter whose run did not finish (a
-      failed claim stops its notebook before metrics.json is written) is among the latter.
+      failed claim stops its notebook before provenance.json is written) is among the latter.
     """
     import importlib
     import json

@@ -1,9 +1,11 @@
 """Where a notebook's outputs go: ``results/<profile>/<notebook>/``.
 
 Each figure is saved as PNG together with a CSV of exactly the numbers it plots; the
-notebook's reported numbers go to a flat ``metrics.json``; the configuration to
-``config.json``; and ``provenance.json`` says which code, packages, device and profile
-produced them and how long it took.
+notebook's reported numbers go to a flat ``metrics.json``, rewritten as each number comes in
+(so a run stopped by a failed claim keeps what it measured); the configuration to
+``config.json``; and ``provenance.json``, written only when the run finishes, says which code,
+packages, device and profile produced them and how long it took. A run is finished when its
+folder has ``provenance.json``.
 """
 
 from __future__ import annotations
@@ -183,7 +185,9 @@ class Results:
         return png
 
     def add_metrics(self, **values: float | int) -> dict[str, float | int]:
-        """Record reported numbers (flat: one key per number); returns every metric so far."""
+        """Record reported numbers (flat: one key per number) and rewrite metrics.json with every
+        metric so far, so that a notebook stopped later (by a failed claim, say) keeps them;
+        returns every metric so far."""
         for key, value in values.items():
             if isinstance(value, (bool, np.bool_)):
                 value = int(value)
@@ -192,13 +196,17 @@ class Results:
             else:
                 value = float(value)
             self.metrics[key] = value
+        self._write_metrics()
         return dict(self.metrics)
 
-    def finish(self) -> dict[str, Any]:
-        """Write metrics.json and provenance.json; returns the provenance."""
+    def _write_metrics(self) -> None:
         (self.path / "metrics.json").write_text(
             json.dumps(self.metrics, indent=2, sort_keys=True) + "\n"
         )
+
+    def finish(self) -> dict[str, Any]:
+        """Write metrics.json and provenance.json (the run is finished); returns the provenance."""
+        self._write_metrics()
         provenance = {
             "notebook": self.notebook,
             "profile": self.profile,
