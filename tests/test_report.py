@@ -266,3 +266,28 @@ def test_cli_report_adds_the_linear_half_from_full_chapter_runs(capsys, tmp_path
     assert main(["report", str(tmp_path), "--json"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert sum("quantity" in x for x in lines) == 5 and sum("claim" in x for x in lines) >= 4
+
+
+def test_in_brief_counts_verdicts_and_sizes_each_decided_claim_against_the_paper():
+    """The summary recomputes each decided row's mean Δ from its per-seed values and says what share
+    of the paper's Δ it is (or that it has the opposite sign); undecided rows are only counted."""
+    values = {("lora", 8): (0.50, 0.55, 0.45), ("lora", 64): (0.20, 0.30, 0.10),
+              ("deep-lora-narrow", 8): (0.40, 0.42, 0.38), ("deep-lora-narrow", 64): (0.41, 0.40, 0.45)}
+    row, = report.rank_rows([_synthetic(m, r, s, v[s]) for (m, r), v in values.items() for s in range(3)])
+    mean = float(np.mean(row.values))  # (+0.02) − (−0.30) = +0.32 against the paper's +0.396
+    flipped = dataclasses.replace(row, values=tuple(-v for v in row.values), verdict="not reproduced")
+    pending = report.rank_rows([], missing=True)[0]
+    text = report.in_brief([row, flipped, pending, dataclasses.replace(row, verdict="inconclusive")])
+    lines = text.splitlines()
+    assert lines[0] == "Of 4 claims: 1 reproduced, 1 not reproduced, 1 inconclusive, 1 not run yet."
+    assert len(lines) == 3 and f"mean Δ {mean:+.3f} over 3 seeds where the paper has +0.396" in lines[1]
+    assert f"(ours is {100 * mean / 0.396:.0f} % of it)" in lines[1] and "(the opposite sign)" in lines[2]
+    assert report.in_brief([]) == "Of 0 claims: none."
+
+
+def test_in_brief_of_the_committed_records_has_a_line_per_decided_claim():
+    rows = report.claims(studies.find_records(ROOT / "reports" / "reference"))
+    text = report.in_brief(rows)
+    decided = [r for r in rows if r.verdict in ("reproduced", "not reproduced")]
+    assert decided and len(text.splitlines()) == 1 + len(decided)
+    assert all(f"- {r.claim}: **{r.verdict}**" in text for r in decided)

@@ -408,6 +408,8 @@ def _report(args: argparse.Namespace) -> None:
             print(json.dumps(asdict(row)))
     else:
         print(report.markdown(rows))
+        if rows:
+            print("\n" + report.in_brief(rows))
         if linear:
             print("\nThe linear half at the full profile, beside the paper:\n")
             print(report.linear_markdown(linear))

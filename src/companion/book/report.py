@@ -637,6 +637,40 @@ def markdown(rows: Sequence[ClaimRow]) -> str:
     return "\n".join(out)
 
 
+def in_brief(rows: Sequence[ClaimRow]) -> str:
+    """The claims table in a few sentences (Markdown): how many claims got each verdict, then, for
+    every decided claim (reproduced or not), our mean Δ over seeds beside the paper's and, where
+    the two share a sign, ours as a share of the paper's: a direction can reproduce at a fraction
+    of the paper's size, and the table's verdict alone does not say so.
+
+    Args:
+      rows: ``claims(...)``'s rows.
+    """
+    def kind(verdict: str) -> str:
+        for k in ("not reproduced", "reproduced", "inconclusive"):
+            if verdict.startswith(k):
+                return k
+        return "not run yet" if verdict == NOT_RUN else "cannot be compared here"
+
+    counts = {k: sum(kind(r.verdict) == k for r in rows)
+              for k in ("reproduced", "not reproduced", "inconclusive", "not run yet", "cannot be compared here")}
+    head = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+    out = [f"Of {len(rows)} claims: {head or 'none'}."]
+    for r in rows:
+        if kind(r.verdict) not in ("reproduced", "not reproduced") or not r.values:
+            continue
+        ours = float(np.mean(r.values))
+        line = f"- {r.claim}: **{r.verdict}**, mean Δ {ours:+.3f} over {len(r.values)} seeds"
+        if isinstance(r.paper.value, (int, float)):
+            line += f" where the paper has {r.paper.value:+.3f}"
+            if r.paper.value != 0 and np.sign(ours) == np.sign(r.paper.value):
+                line += f" (ours is {100 * ours / r.paper.value:.0f} % of it)"
+            elif r.paper.value != 0:
+                line += " (the opposite sign)"
+        out.append(line + ".")
+    return "\n".join(out)
+
+
 def report(folder: str | Path, *, missing: bool = False) -> str:
     """The claims table of every record under ``folder`` (``companion report DIR``); with
     ``missing``, claims without records too.
@@ -650,4 +684,4 @@ def report(folder: str | Path, *, missing: bool = False) -> str:
 
 __all__ = ["ChapterClaim", "ClaimRow", "PENDING", "PROTOCOL", "PaperRow", "linear_comparison", "linear_markdown",
            "paper_comparison", "stored_chapter_runs", "Rerun", "rechecked", "reruns", "chapter_claims", "claims", "compare_records", "compare_rows", "fewshot_records",
-           "fewshot_rows", "glue_rows", "learned", "markdown", "noninferior", "numerical_rank_records", "numerical_rank_rows", "rank_records", "rank_rows", "report", "score_at"]
+           "fewshot_rows", "glue_rows", "in_brief", "learned", "markdown", "noninferior", "numerical_rank_records", "numerical_rank_rows", "rank_records", "rank_rows", "report", "score_at"]
