@@ -45,3 +45,14 @@ def test_without_a_folder_every_piece_is_computed(tmp_path):
     store = Pieces(None, {"a": 1})
     assert store.get("x", lambda: {"v": 1}) == {"v": 1} and store.get("x", lambda: {"v": 2}) == {"v": 2}
     assert store.computed == 2 and "kept nowhere" in store.describe()
+
+
+def test_a_piece_records_the_revision_its_run_started_at(tmp_path, monkeypatch):
+    """A commit made while a long run goes on does not relabel the pieces it writes afterwards."""
+    from companion.book import pieces
+
+    monkeypatch.setattr(pieces, "git_revision", lambda: "aaaaaaa")
+    store = Pieces(tmp_path, {"width": 1000})
+    monkeypatch.setattr(pieces, "git_revision", lambda: "bbbbbbb")
+    store.get("sweep-rhat5-trial0-narrow", lambda: {"steps": 50000})
+    assert json.loads((tmp_path / "sweep-rhat5-trial0-narrow.json").read_text())["revision"] == "aaaaaaa"

@@ -45,6 +45,9 @@ class Pieces:
         self.settings = json.loads(json.dumps(dict(settings)))  # as it reads back from JSON
         self.read = 0  # pieces read from the folder in this run
         self.computed = 0  # pieces computed (and stored, with a folder) in this run
+        # The code that computes the pieces is the code loaded now; a commit made while a long run
+        # goes on (records, prose) must not relabel the pieces it writes later.
+        self.revision = git_revision() if self.folder is not None else "unknown"
 
     def path(self, name: str) -> Path:
         if not _NAME.match(name):
@@ -73,7 +76,7 @@ class Pieces:
         start = time.perf_counter()
         row = json.loads(json.dumps(dict(compute())))
         doc = {"format": PIECE_FORMAT, "name": name, "settings": self.settings, "row": row,
-               "revision": git_revision(), "wall_time_s": time.perf_counter() - start}
+               "revision": self.revision, "wall_time_s": time.perf_counter() - start}
         self.folder.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
         partial.write_text(json.dumps(doc, indent=1) + "\n")
