@@ -113,7 +113,7 @@ def test_fewshot_claims_read_only_the_500_step_curve():
     intruders = [_synthetic(m, 8, s, 0.9) for m in ("lora", "deep-lora", "deep-lora-compressed") for s in range(3)]
     before = {r.claim: r.values for r in report.fewshot_rows(records)}
     after = {r.claim: r.values for r in report.fewshot_rows(records + intruders)}
-    assert before == after and all(len(v) == 3 for v in before.values())
+    assert before == after and all(len(v) >= 3 for v in before.values())  # seeds grow as records land
     assert len(report.fewshot_records(records + intruders)) == len(records)
 
 
