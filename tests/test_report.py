@@ -113,7 +113,11 @@ def test_fewshot_claims_read_only_the_500_step_curve():
     intruders = [_synthetic(m, 8, s, 0.9) for m in ("lora", "deep-lora", "deep-lora-compressed") for s in range(3)]
     before = {r.claim: r.values for r in report.fewshot_rows(records)}
     after = {r.claim: r.values for r in report.fewshot_rows(records + intruders)}
-    assert before == after and all(len(v) >= 3 for v in before.values())  # seeds grow as records land
+    assert before == after
+    # The intruders are n = 16 runs: the two n = 16 rows must exist, with committed seeds to guard
+    # (at least 3; rows at other n may still hold fewer while their runs land).
+    guarded = [v for claim, v in before.items() if "n = 16:" in claim]
+    assert len(guarded) == 2 and all(len(v) >= 3 for v in guarded)
     assert len(report.fewshot_records(records + intruders)) == len(records)
 
 
