@@ -52,5 +52,5 @@ def test_glue_records_draw_each_seed_and_only_the_drawn_tasks_paper():
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["RTE", "COLA"]
     plt.close(fig)
     fig, cols = plotting.glue_records({}, {"rte": 0.029}, "s")
-    assert cols["delta"] == [] and any("no GLUE records yet" in t for t in _texts(fig))
+    assert cols["delta"] == [] and any("no GLUE pair yet" in t for t in _texts(fig))
     plt.close(fig)

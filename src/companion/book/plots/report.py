@@ -272,13 +272,14 @@ def glue_records(per_task: dict, paper: dict, stamp: str):
       paper: {task: Δ}; only the tasks drawn are marked.
 
     Returns:
-      (figure, columns) as ``adapt.glue_deltas``; an empty figure that says so without records.
+      (figure, columns) as ``adapt.glue_deltas``; an empty figure that says so without a pair.
     """
     if per_task:
         deltas = {"per_task": {t: {"deltas": list(v)} for t, v in per_task.items()}}
         return glue_deltas(deltas, {t: paper[t] for t in per_task if t in paper}, stamp)
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    ax.text(0.5, 0.5, "no GLUE records yet", ha="center", va="center", transform=ax.transAxes)
+    ax.text(0.5, 0.75, "no GLUE pair yet: a seed is drawn once its vanilla LoRA\nand Deep LoRA runs are both stored and learned",
+            ha="center", va="center", transform=ax.transAxes, fontsize=9)
     ax.set_xticks([])
     ax.set_ylim(-0.1, 0.1)
     ax.axhline(0, color="0.5", lw=0.8)
