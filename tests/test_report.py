@@ -287,6 +287,8 @@ def test_in_brief_counts_verdicts_and_sizes_each_decided_claim_against_the_paper
     assert len(lines) == 3 and f"mean Δ {mean:+.3f} over 3 seeds where the paper has +0.396" in lines[1]
     assert f"(ours is {100 * mean / 0.396:.0f} % of it)" in lines[1] and "(the opposite sign)" in lines[2]
     assert report.in_brief([]) == "Of 0 claims: none."
+    tripled = dataclasses.replace(row, values=tuple(3 * 0.396 for _ in row.values))
+    assert "(ours is 3.0 times it)" in report.in_brief([tripled])
 
 
 def test_in_brief_of_the_committed_records_has_a_line_per_decided_claim():

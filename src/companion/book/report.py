@@ -640,7 +640,7 @@ def markdown(rows: Sequence[ClaimRow]) -> str:
 def in_brief(rows: Sequence[ClaimRow]) -> str:
     """The claims table in a few sentences (Markdown): how many claims got each verdict, then, for
     every decided claim (reproduced or not), our mean Δ over seeds beside the paper's and, where
-    the two share a sign, ours as a share of the paper's: a direction can reproduce at a fraction
+    the two share a sign, ours as a share of the paper's (as a multiple from twice it): a direction can reproduce at a fraction
     of the paper's size, and the table's verdict alone does not say so.
 
     Args:
@@ -664,7 +664,11 @@ def in_brief(rows: Sequence[ClaimRow]) -> str:
         if isinstance(r.paper.value, (int, float)):
             line += f" where the paper has {r.paper.value:+.3f}"
             if r.paper.value != 0 and np.sign(ours) == np.sign(r.paper.value):
-                line += f" (ours is {100 * ours / r.paper.value:.0f} % of it)"
+                share = ours / r.paper.value
+                # a share of several hundred per cent reads as precision it does not have when both
+                # Δ are small; past twice the paper's, say how many times (one decimal) instead
+                line += (f" (ours is {share:.1f} times it)" if share >= 2
+                         else f" (ours is {100 * share:.0f} % of it)")
             elif r.paper.value != 0:
                 line += " (the opposite sign)"
         out.append(line + ".")
