@@ -157,3 +157,18 @@ def test_glue_figure_reads_the_judged_task_rows(result):
     fake = dataclasses.replace(result, rows=[report.ClaimRow("x", result.rows[0].paper, "", "2 of 2", "", "", "reproduced",
                                                               (0.1, 0.2), (0.1, 0.2), ("rte", 1024, "deep-lora"))])
     assert chapter.glue_deltas(fake) == {"rte": [0.1, 0.2]}
+
+
+def test_fit_check_draws_every_record_once_with_its_own_losses(result):
+    """The fit figure covers every stored run of every study (not only the few-shot curve's), each
+    with the losses and verdict in its file."""
+    raw = {}
+    for path in REPORTS.rglob("*.json"):
+        if studies._RECORD_NAME.match(path.name):
+            data = json.loads(path.read_text())
+            raw[(path.parent.name, data["config"]["adapter"]["method"], data["config"]["adapter"]["rank"], data["config"]["task"],
+                 data["config"]["samples"], data["seed"])] = (data["result"]["first_loss"],
+                                                              data["result"]["last_loss"], bool(data["result"]["fitted"]))
+    drawn = {(r["study"], r["method"], r["rank"], r["task"], r["samples"], r["seed"]): (r["first_loss"], r["last_loss"], r["fitted"])
+             for r in result.fit_runs}
+    assert drawn == raw and len(result.fit_runs) == len(result.records)

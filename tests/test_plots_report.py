@@ -54,3 +54,19 @@ def test_glue_records_draw_each_seed_and_only_the_drawn_tasks_paper():
     fig, cols = plotting.glue_records({}, {"rte": 0.029}, "s")
     assert cols["delta"] == [] and any("no GLUE pair yet" in t for t in _texts(fig))
     plt.close(fig)
+
+
+def test_fit_check_marks_each_study_and_crosses_a_run_that_did_not_fit():
+    runs = [dict(study="fewshot-stsb", method="lora", rank=8, task="stsb", samples=16, seed=0, first_loss=4.0, last_loss=0.1, fitted=True),
+            dict(study="glue", method="deep-lora", rank=8, task="cola", samples=1024, seed=1, first_loss=0.7, last_loss=0.6, fitted=False)]
+    fig, cols = plotting.fit_check(runs, 0.5, "stamp-f")
+    assert cols["study"] == ["fewshot-stsb", "glue"] and cols["last_loss"] == [0.1, 0.6] and cols["fitted"] == [True, False]
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "fewshot-stsb (1 run)" in labels and "glue (1 run)" in labels and "did not fit (1)" in labels
+    assert "wide Deep LoRA" in labels and "last = 0.5 × first" in labels and "stamp-f" in _texts(fig)
+    markers = [line.get_marker() for line in fig.axes[0].lines[:2]]
+    assert markers == ["o", "x"]
+    plt.close(fig)
+    fig, cols = plotting.fit_check([], 0.5, "stamp-g")
+    assert cols["study"] == [] and any("no stored runs yet" in t for t in _texts(fig))
+    plt.close(fig)

@@ -63,6 +63,8 @@ class Result:
         ``reports_dir/reference/chapters/full/`` (the reference profile); reference_absent: those
         not stored yet; reference_paper: the paper's numbers beside those runs' (``report.paper_comparison``).
       fewshot_runs, fewshot_deltas: the few-shot figure's numbers (``plots.report.fewshot_records``).
+      fit_runs: every study record's fit (``plots.report.fit_check``), one dict each: study (the
+        name of its folder), method, rank, task, samples, seed, first_loss, last_loss, fitted.
       offline_tasks: GLUE tasks with data here (None: no data folder set).
       compare_runs: the compressed-vs-wide records (``report.compare_records``), one dict each:
         method, seed, curve [(step, Pearson)], loss [(step, training loss)], learned.
@@ -85,6 +87,7 @@ class Result:
     reference_paper: list[report.PaperRow]
     fewshot_runs: list[dict]
     fewshot_deltas: list[dict]
+    fit_runs: list[dict]
     offline_tasks: list[str] | None
     compare_runs: list[dict]
     rank_runs: list[dict]
@@ -144,6 +147,12 @@ def run(cfg: Config) -> Result:
         deltas.append({"method": method, "samples": n, "values": values,
                        "mean": float(np.mean(values)) if values else float("nan"), "low": low, "high": high,
                        "verdict": row.verdict})
+    fits = [{"study": Path(folder).name, "method": r.config.method, "rank": r.config.adapter.rank,
+             "task": r.config.task, "samples": r.config.samples, "seed": r.seed, "first_loss": r.result.first_loss,
+             "last_loss": r.result.last_loss, "fitted": bool(r.result.fitted)}
+            for folder, stored in by_folder.items()
+            for r in sorted(stored, key=lambda r: (r.config.task, r.config.method, r.config.adapter.rank,
+                                                      r.config.samples or 0, r.seed))]
     compare = [{"method": r.config.method, "seed": r.seed, "curve": [list(p) for p in r.result.curve],
                 "loss": [list(p) for p in r.result.train_loss], "learned": report.learned(r)}
                for r in sorted(report.compare_records(records), key=lambda r: (r.config.method, r.seed))]
@@ -157,7 +166,7 @@ def run(cfg: Config) -> Result:
         numerical.setdefault(r.config.method, []).extend(int(x) for x in r.result.numerical_ranks.values())
     return Result(cfg, records, _studies(by_folder), rows, chapter_rows, absent, reference_rows, reference_absent,
                   reference_paper,
-                  runs, deltas, offline, compare, ranked, numerical, dict(Counter(r.config.method for r in with_ranks)),
+                  runs, deltas, fits, offline, compare, ranked, numerical, dict(Counter(r.config.method for r in with_ranks)),
                   report.reruns(by_folder) + rechecks, time.perf_counter() - start)
 
 

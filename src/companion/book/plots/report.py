@@ -157,39 +157,60 @@ def compare_records(runs: Sequence[dict], paper: dict, stamp: str):
     return fig, cols
 
 
+# Markers of the fit check: one per study, so that every stored run appears once, by the study
+# that made it (colour: the method, as in the other figures).
+STUDY_MARKER = {"fewshot-stsb": "o", "rank-sweep": "s", "compressed-vs-wide": "^", "glue": "D"}
+NARROW_STYLE = dict(color=VARIANT_STYLE["random-narrow"]["color"], label="narrow Deep LoRA")
+
+
 def fit_check(runs: Sequence[dict], ratio: float, stamp: str):
-    """Did each run fit its training data? Last against first training loss of every record
-    (log–log), with the line last = ``ratio`` × first below which a run counts as fitted (it must
-    also beat the constant prediction's loss, which the marker records).
+    """Did each run fit its training data? Last against first training loss of every stored run
+    (log–log; STS-B's squared error and GLUE's cross-entropy on one axis), with the line
+    last = ``ratio`` × first below which a run counts as fitted (it must also beat the constant
+    prediction's loss, which the record's ``fitted`` holds). Colour: the method; marker: the study
+    (``STUDY_MARKER``; another study's runs are drawn as points); a cross: a run that did not fit,
+    which every comparison leaves out (this project's rule, ``training.fit_verdict``).
 
     Args:
-      runs: one dict per record: method, samples, seed, first_loss, last_loss, fitted.
+      runs: one dict per record: study (its folder's name), method, rank (the adapter's), task,
+        samples, seed, first_loss, last_loss, fitted.
       ratio: ``training.FIT_RATIO``.
+
+    Returns:
+      (figure, columns): the columns hold every run drawn, in the order of ``runs``.
     """
-    fig, ax = plt.subplots(figsize=(5.0, 3.8))
-    cols: dict[str, list] = {"method": [], "samples": [], "seed": [], "first_loss": [], "last_loss": [], "fitted": []}
-    for method, style in METHOD_STYLE.items():
-        mine = [r for r in runs if r["method"] == method]
-        if not mine:
-            continue
-        for fitted in (True, False):
-            pts = [r for r in mine if r["fitted"] == fitted]
-            if pts:
-                ax.plot([r["first_loss"] for r in pts], [r["last_loss"] for r in pts], "o" if fitted else "x",
-                        color=style["color"], label=style["label"] + ("" if fitted else " (did not fit)"))
-        for r in mine:
-            for name in cols:
-                cols[name].append(r[name] if name != "method" else method)
+    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    names = ("study", "method", "rank", "task", "samples", "seed", "first_loss", "last_loss", "fitted")
+    cols: dict[str, list] = {name: [r[name] for r in runs] for name in names}
+    styles = {**METHOD_STYLE, "deep-lora-narrow": NARROW_STYLE}
+    for r in runs:
+        style = styles.get(r["method"], dict(color="0.4"))
+        marker = STUDY_MARKER.get(r["study"], ".") if r["fitted"] else "x"
+        ax.plot(r["first_loss"], r["last_loss"], marker, color=style["color"], ms=5, alpha=0.8,
+                mfc="none" if r["fitted"] else None)
+    handles = []
+    for method in [m for m in styles if any(r["method"] == m for r in runs)]:
+        handles.append(plt.Line2D([], [], ls="", marker="o", color=styles[method]["color"], label=styles[method]["label"]))
+    for study in [s for s in STUDY_MARKER if any(r["study"] == s for r in runs)]:
+        n = sum(r["study"] == study for r in runs)
+        handles.append(plt.Line2D([], [], ls="", marker=STUDY_MARKER[study], mfc="none", color="0.3",
+                                  label=f"{study} ({n} run{'' if n == 1 else 's'})"))
+    unfitted = sum(not r["fitted"] for r in runs)
+    if unfitted:
+        handles.append(plt.Line2D([], [], ls="", marker="x", color="0.3", label=f"did not fit ({unfitted})"))
     firsts = [r["first_loss"] for r in runs]
     if firsts:
         span = np.array([min(firsts) / 2, max(firsts) * 2])
-        ax.plot(span, span, color="0.6", lw=0.8, label="last = first")
-        ax.plot(span, ratio * span, color="0.3", ls=":", lw=1, label=f"last = {ratio:g} × first")
+        handles += ax.plot(span, span, color="0.6", lw=0.8, label="last = first")
+        handles += ax.plot(span, ratio * span, color="0.3", ls=":", lw=1, label=f"last = {ratio:g} × first")
+    else:
+        ax.text(0.5, 0.5, "no stored runs yet", ha="center", va="center", transform=ax.transAxes)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("first training loss (mean of the first steps)")
     ax.set_ylabel("last training loss")
-    ax.legend(fontsize=7)
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="upper left")
     _stamp(fig, stamp)
     fig.tight_layout()
     return fig, cols
