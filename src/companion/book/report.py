@@ -640,8 +640,8 @@ def markdown(rows: Sequence[ClaimRow]) -> str:
 def in_brief(rows: Sequence[ClaimRow]) -> str:
     """The claims table in a few sentences (Markdown): how many claims got each verdict, then, for
     every decided claim (reproduced or not), our mean Δ over seeds beside the paper's and, where
-    the two share a sign, ours as a share of the paper's (as a multiple from twice it): a direction can reproduce at a fraction
-    of the paper's size, and the table's verdict alone does not say so.
+    the two share a sign, ours as a share of the paper's (as a multiple from twice it): a direction
+    can reproduce at a fraction of the paper's size, and the table's verdict alone does not say so.
 
     Args:
       rows: ``claims(...)``'s rows.
