@@ -172,3 +172,36 @@ def test_fit_check_draws_every_record_once_with_its_own_losses(result):
     drawn = {(r["study"], r["method"], r["rank"], r["task"], r["samples"], r["seed"]): (r["first_loss"], r["last_loss"], r["fitted"])
              for r in result.fit_runs}
     assert drawn == raw and len(result.fit_runs) == len(result.records)
+
+
+def test_glue_scores_are_the_files_with_the_majority_floor(result):
+    """The GLUE score figure draws every 1024-example GLUE record's stored score once; its floor is
+    the validation split's majority share where the data is here (MRPC: 279 of 408 pairs)."""
+    raw = {}
+    for path in (REPORTS / "reference" / "glue").glob("*.json"):
+        if studies._RECORD_NAME.match(path.name):
+            data = json.loads(path.read_text())
+            raw[(data["config"]["task"], data["config"]["adapter"]["method"], data["seed"])] = data["result"]["value"]
+    drawn = {(r["task"], r["method"], r["seed"]): r["value"] for r in result.glue_runs}
+    assert drawn == raw and len(result.glue_runs) == len(raw) > 0
+    if result.offline_tasks is not None and any(task == "mrpc" for task, _, _ in drawn):
+        assert result.glue_floors["mrpc"] == pytest.approx(279 / 408, abs=1e-15)
+        row = next(r for r in result.rows if r.claim.startswith("limited-data GLUE MRPC"))
+        assert "always the majority class: 0.684" in row.ours
+
+
+def test_glue_rows_show_each_methods_mean_over_learned_pairs_and_the_floor():
+    """The note beside a GLUE Δ: both methods' mean score over the pairs that learned, recomputed
+    from the files; the floor only when given, and it never changes the verdict."""
+    records = [r for r in studies.find_records(REPORTS / "reference" / "glue") if r.config.task == "cola"]
+    bare = next(r for r in report.glue_rows(records) if r.claim.startswith("limited-data GLUE COLA"))
+    floored = next(r for r in report.glue_rows(records, floors={"cola": 0.0})
+                   if r.claim.startswith("limited-data GLUE COLA"))
+    by = {(r.config.method, r.seed): r for r in records}
+    seeds = [s for (m, s) in by if m == "deep-lora" and ("lora", s) in by
+             and report.learned(by[("lora", s)]) and report.learned(by[("deep-lora", s)])]
+    lora = np.mean([by[("lora", s)].result.value for s in seeds])
+    deep = np.mean([by[("deep-lora", s)].result.value for s in seeds])
+    assert f"(mean matthews: vanilla LoRA {lora:.3f}, Deep LoRA {deep:.3f})" in bare.ours
+    assert floored.ours == bare.ours.replace(")", "; always the majority class: 0.000)")
+    assert floored.verdict == bare.verdict and floored.values == bare.values

@@ -514,3 +514,22 @@ def test_online_path_needs_pyarrow(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(ImportError, match="pip install pyarrow"):
         load_split("qnli", "train", data_dir=tmp_path, online=True)
+
+
+def test_majority_score_is_the_constant_answers_main_metric():
+    """Accuracy: the majority class's share (ties go to the lower class); Matthews: 0; STS-B: None."""
+    two_thirds = Examples(("a", "b", "c"), ("x", "y", "z"), np.array([1, 1, 0]), "mrpc")
+    assert data.majority_score(two_thirds) == pytest.approx(2 / 3, abs=1e-15)
+    tie = Examples(("a", "b"), ("x", "y"), np.array([1, 0]), "rte")
+    assert data.majority_score(tie) == 0.5
+    assert data.majority_score(Examples(("a", "b", "c"), None, np.array([1, 1, 0]), "cola")) == 0.0
+    assert data.majority_score(Examples(("a",), ("b",), np.array([3.5], np.float32), "stsb")) is None
+    with pytest.raises(ValueError, match="no examples"):
+        data.majority_score(Examples((), (), np.array([], np.int64), "mrpc"))
+
+
+@needs_glue
+@pytest.mark.parametrize("task, majority", [("mrpc", 279 / 408), ("rte", 146 / 277), ("sst2", 444 / 872)])
+def test_majority_score_of_the_validation_splits(splits, task, majority):
+    """The floors chapter 8 draws: always "paraphrase" scores 279 of MRPC's 408 validation pairs."""
+    assert data.majority_score(splits[(task, "validation")]) == pytest.approx(majority, abs=1e-15)

@@ -70,3 +70,24 @@ def test_fit_check_marks_each_study_and_crosses_a_run_that_did_not_fit():
     fig, cols = plotting.fit_check([], 0.5, "stamp-g")
     assert cols["study"] == [] and any("no stored runs yet" in t for t in _texts(fig))
     plt.close(fig)
+
+
+def test_glue_scores_draw_each_run_the_untrained_mean_and_the_floor():
+    runs = [dict(task="mrpc", method="lora", seed=0, metric="accuracy", value=0.70, initial_value=0.48, learned=True),
+            dict(task="mrpc", method="deep-lora", seed=0, metric="accuracy", value=0.67, initial_value=0.50, learned=True),
+            dict(task="cola", method="lora", seed=0, metric="matthews", value=0.001, initial_value=0.002, learned=False)]
+    fig, cols = plotting.glue_scores(runs, {"mrpc": 0.684}, "stamp-s")
+    assert cols["task"] == ["cola", "mrpc", "mrpc"] and cols["value"] == [0.001, 0.70, 0.67]
+    assert cols["learned"] == [False, True, True]
+    cola, mrpc = fig.axes
+    assert [ax.get_title() for ax in fig.axes] == ["COLA", "MRPC"]
+    levels = sorted(line.get_ydata()[0] for line in mrpc.lines if len(set(line.get_ydata())) == 1)
+    assert levels == pytest.approx([0.49, 0.684])  # the untrained mean and the floor
+    assert not any(line.get_linestyle() == ":" for line in cola.lines)  # no floor given for CoLA
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["untrained (mean)", "always the majority class", "did not learn"]
+    assert "Matthews" in cola.get_ylabel() and "stamp-s" in _texts(fig)
+    plt.close(fig)
+    fig, cols = plotting.glue_scores([], {}, "stamp-t")
+    assert cols["task"] == [] and any("no GLUE records yet" in t for t in _texts(fig))
+    plt.close(fig)

@@ -397,10 +397,15 @@ def _report(args: argparse.Namespace) -> None:
     from companion.book import report, studies
 
     try:
-        rows = report.claims(studies.find_records(args.folder))
+        records = studies.find_records(args.folder)
+        # With GLUE data here ($COMPANION_DATA_DIR), each task's row also shows the score of always
+        # answering the majority class; without it the table is the records' alone.
+        rows = report.claims(records, floors=report.glue_floors())
         linear = report.linear_comparison(args.folder)
     except studies.RecordError as e:
         raise UsageError(f"companion report: {e}") from None
+    except ValueError as e:  # a GLUE file under $COMPANION_DATA_DIR that cannot be read
+        raise UsageError(f"companion report: {e}; fix the file or unset COMPANION_DATA_DIR") from None
     if args.json:
         for row in rows:
             print(json.dumps(asdict(row)))

@@ -42,6 +42,7 @@ __all__ = [
     "get_task",
     "hub_file",
     "load_split",
+    "majority_score",
     "missing_tasks",
     "read_tsv",
 ]
@@ -304,6 +305,34 @@ class Examples:
             labels=self.labels[idx],
             task=self.task,
         )
+
+
+def majority_score(examples: Examples) -> float | None:
+    """The task's main metric of always answering the most frequent class of ``examples``.
+
+    The floor a classifier must clear before its score says it learned anything: on an accuracy
+    task it is the majority class's share (MRPC's validation split: 279 of 408 pairs are
+    paraphrases, 0.684), on CoLA's Matthews correlation it is 0 (a constant prediction
+    correlates with nothing). arXiv:2406.04112 (limited-data GLUE) reports the main metrics only,
+    so this is the reader's yardstick, not one of the paper's numbers.
+
+    Args:
+        examples: (N,) labelled examples of one split, N ≥ 1.
+
+    Returns:
+        The main metric (``GlueTask.main_metric``) of the constant prediction; None for STS-B's
+        regression, where a constant has no correlation.
+
+    Raises:
+        ValueError: ``examples`` is empty.
+    """
+    spec = examples.spec
+    if len(examples) == 0:
+        raise ValueError(f"{spec.name!r}: no examples, so no majority class; pass a non-empty split")
+    if spec.is_regression:
+        return None
+    majority = int(np.bincount(examples.labels, minlength=spec.num_labels).argmax())  # ties: the lower class
+    return float(METRICS[spec.main_metric](np.full(len(examples), majority), examples.labels))
 
 
 # --------------------------------------------------------------------------------------------

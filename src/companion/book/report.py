@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -114,9 +114,10 @@ def devices(names: Iterable[str]) -> str:
     return "; ".join(sorted({"cpu" if name == "cpu (cpu)" else name for name in names}))
 
 
-def _judged(claim: str, paper: PaperValue, pairs: Sequence[tuple[Record, Record]], setting: tuple = ()) -> ClaimRow:
+def _judged(claim: str, paper: PaperValue, pairs: Sequence[tuple[Record, Record]], setting: tuple = (),
+            note: str = "") -> ClaimRow:
     """A claim row from paired runs: Δ over the seeds whose two runs learned, its interval, verdict."""
-    return _judge(claim, paper, pairs, lambda p: p[1].result.value - p[0].result.value, setting)
+    return _judge(claim, paper, pairs, lambda p: p[1].result.value - p[0].result.value, setting, note=note)
 
 
 def _judge(claim: str, paper: PaperValue, groups: Sequence[tuple[Record, ...]],
@@ -190,8 +191,48 @@ def fewshot_rows(records: Sequence[Record], *, missing: bool = False) -> list[Cl
 GLUE_SAMPLES = 1024  # arXiv:2406.04112, limited-data GLUE: 1024 examples per task
 
 
+def _glue_note(pairs: Sequence[tuple[Record, Record]], floor: float | None) -> str:
+    """Each method's mean score over the pairs that learned, and the constant answer's score.
+
+    The two means show where Δ sits: on MRPC both methods end within two points of always
+    answering "paraphrase" (0.684), which no Δ between them can show the paper's gap beside."""
+    learned_pairs = [p for p in pairs if learned(p[0]) and learned(p[1])]
+    if not learned_pairs:
+        return ""
+    lora, deep = (float(np.mean([p[i].result.value for p in learned_pairs])) for i in (0, 1))
+    floor_text = "" if floor is None else f"; always the majority class: {floor:.3f}"
+    return f" (mean {learned_pairs[0][0].result.metric}: vanilla LoRA {lora:.3f}, Deep LoRA {deep:.3f}{floor_text})"
+
+
+def glue_floors(tasks: Iterable[str] | None = None, data_dir: str | Path | None = None) -> dict[str, float]:
+    """The score of always answering the validation split's majority class, per classification task
+    whose data is here (``adapt.glue.majority_score``): the yardstick a GLUE score must clear.
+
+    Args:
+      tasks: the tasks wanted (default: every task of ``ch07_glue.PAPER``).
+      data_dir: the GLUE folder (default ``$COMPANION_DATA_DIR``); {} when none is set.
+
+    Returns:
+      {task: score}; STS-B (a regression) and tasks without local data are left out.
+    """
+    from companion.adapt import glue
+
+    try:
+        here = set(glue.available_tasks(data_dir))
+    except FileNotFoundError:  # no data folder set: the report reads records alone
+        return {}
+    floors = {}
+    for task in (glue_chapter.PAPER if tasks is None else tasks):
+        if task in here:
+            floor = glue.majority_score(glue.load_split(task, "validation", data_dir))
+            if floor is not None:
+                floors[task] = floor
+    return floors
+
+
 def glue_rows(records: Sequence[Record], *, missing: bool = False,
-              offline_tasks: Sequence[str] | None = None) -> list[ClaimRow]:
+              offline_tasks: Sequence[str] | None = None,
+              floors: Mapping[str, float] | None = None) -> list[ClaimRow]:
     """Limited-data GLUE: per task the paired Δ = wide Deep LoRA − vanilla LoRA at 1024 examples,
     then the overall Δ (per seed the mean of the tasks' Δ, over the tasks every seed has).
 
@@ -200,14 +241,19 @@ def glue_rows(records: Sequence[Record], *, missing: bool = False,
       missing: also give rows for tasks without records; a task outside ``offline_tasks`` says
         that it cannot be run offline instead of "not run yet".
       offline_tasks: the tasks whose data exists here (default: every task).
+      floors: {task: score of always answering the majority class} (``glue_floors``), shown beside
+        each task's mean scores; it does not enter the verdict, whose rule (a run learned when it
+        fitted and beat its untrained score) was fixed before the runs.
     """
     offline = set(glue_chapter.PAPER if offline_tasks is None else offline_tasks)
+    floors = floors or {}
     rows, per_task = [], {}
     for task, paper in glue_chapter.PAPER.items():
         claim = f"limited-data GLUE {task.upper()}: Deep LoRA above vanilla LoRA"
         pairs = _pairs(records, task, GLUE_SAMPLES, "deep-lora")
         if pairs:
-            rows.append(_judged(claim, paper, pairs, (task, GLUE_SAMPLES, "deep-lora")))
+            rows.append(_judged(claim, paper, pairs, (task, GLUE_SAMPLES, "deep-lora"),
+                                note=_glue_note(pairs, floors.get(task))))
             per_task[task] = {d.seed: (v, d) for v, d in pairs}
         elif missing:
             rows.append(_not_run(claim, paper, NOT_RUN if task in offline else
@@ -495,13 +541,14 @@ def rechecked(entries: Sequence[dict]) -> list[Rerun]:
 
 
 def claims(records: Sequence[Record], *, missing: bool = False,
-           offline_tasks: Sequence[str] | None = None) -> list[ClaimRow]:
+           offline_tasks: Sequence[str] | None = None,
+           floors: Mapping[str, float] | None = None) -> list[ClaimRow]:
     """Every claim the records can judge: few-shot STS-B, rank robustness, compressed against wide,
-    then limited-data GLUE; with
+    then limited-data GLUE (``floors`` as ``glue_rows``); with
     ``missing``, also a row for every claim without records (``PENDING`` among them)."""
     rows = (fewshot_rows(records, missing=missing) + rank_rows(records, missing=missing)
             + compare_rows(records, missing=missing) + numerical_rank_rows(records, missing=missing)
-            + glue_rows(records, missing=missing, offline_tasks=offline_tasks))
+            + glue_rows(records, missing=missing, offline_tasks=offline_tasks, floors=floors))
     if missing:
         rows += [_not_run(claim, paper) for claim, paper in PENDING]
     return rows
@@ -688,4 +735,4 @@ def report(folder: str | Path, *, missing: bool = False) -> str:
 
 __all__ = ["ChapterClaim", "ClaimRow", "PENDING", "PROTOCOL", "PaperRow", "linear_comparison", "linear_markdown",
            "paper_comparison", "stored_chapter_runs", "Rerun", "rechecked", "reruns", "chapter_claims", "claims", "compare_records", "compare_rows", "fewshot_records",
-           "fewshot_rows", "glue_rows", "in_brief", "learned", "markdown", "noninferior", "numerical_rank_records", "numerical_rank_rows", "rank_records", "rank_rows", "report", "score_at"]
+           "fewshot_rows", "glue_floors", "glue_rows", "in_brief", "learned", "markdown", "noninferior", "numerical_rank_records", "numerical_rank_rows", "rank_records", "rank_rows", "report", "score_at"]

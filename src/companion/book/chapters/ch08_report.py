@@ -74,6 +74,10 @@ class Result:
         few-shot runs at n = 256 (``report.numerical_rank_records``); rank_seeds: {method: seeds}.
       reruns: the runs stored by two studies, trained twice (``report.reruns``), then the rechecks
         logged by ``companion recheck --log`` in any ``rechecks.jsonl`` under ``reports_dir``.
+      glue_runs: the limited-data GLUE records (1024 examples), one dict each: task, method, seed,
+        metric, value, initial_value, learned (``plots.report.glue_scores``).
+      glue_floors: {task: score of always answering the validation split's majority class} for the
+        classification tasks with records and data here (``report.glue_floors``).
     """
 
     config: Config
@@ -94,6 +98,8 @@ class Result:
     numerical_ranks: dict[str, list[int]]
     rank_seeds: dict[str, int]
     reruns: list[report.Rerun]
+    glue_runs: list[dict]
+    glue_floors: dict[str, float]
     wall_time_s: float
 
 
@@ -128,7 +134,10 @@ def run(cfg: Config) -> Result:
     by_folder = records_by_folder(cfg.reports_dir)
     records = [r for runs in by_folder.values() for r in runs]
     offline = _offline_tasks()
-    rows = report.claims(records, missing=True, offline_tasks=offline)
+    glue_stored = sorted((r for r in records if r.config.task in ch07_glue.PAPER and r.config.samples == report.GLUE_SAMPLES),
+                         key=lambda r: (r.config.task, r.config.method, r.seed))
+    floors = report.glue_floors(sorted({r.config.task for r in glue_stored})) if offline is not None else {}
+    rows = report.claims(records, missing=True, offline_tasks=offline, floors=floors)
     chapter_rows, absent = report.chapter_claims(cfg.results_dir, cfg.profile, CHAPTER_NOTEBOOKS)
     stored = Path(cfg.reports_dir) / "reference" / reference.CHAPTERS_FOLDER
     reference_rows, reference_absent = report.chapter_claims(stored, "full", reference.CHAPTERS)
@@ -167,7 +176,10 @@ def run(cfg: Config) -> Result:
     return Result(cfg, records, _studies(by_folder), rows, chapter_rows, absent, reference_rows, reference_absent,
                   reference_paper,
                   runs, deltas, fits, offline, compare, ranked, numerical, dict(Counter(r.config.method for r in with_ranks)),
-                  report.reruns(by_folder) + rechecks, time.perf_counter() - start)
+                  report.reruns(by_folder) + rechecks,
+                  [{"task": r.config.task, "method": r.config.method, "seed": r.seed, "metric": r.result.metric,
+                    "value": r.result.value, "initial_value": r.result.initial_value, "learned": report.learned(r)}
+                   for r in glue_stored], floors, time.perf_counter() - start)
 
 
 def summary(result: Result) -> dict[str, float]:

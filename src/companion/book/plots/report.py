@@ -308,3 +308,74 @@ def glue_records(per_task: dict, paper: dict, stamp: str):
     _stamp(fig, stamp)
     fig.tight_layout()
     return fig, {"task": [], "seed": [], "delta": []}
+
+
+METRIC_NAME = {"matthews": "Matthews correlation", "pearson": "Pearson correlation"}
+
+
+def glue_scores(runs: Sequence[dict], floors: dict, stamp: str):
+    """Limited-data GLUE from the records, as scores rather than Δ: per task each seed's validation
+    score of vanilla LoRA and wide Deep LoRA (a line joins one seed's two runs; hollow: the run did
+    not learn), beside the untrained model's mean score and the score of always answering the
+    validation split's majority class (``adapt.glue.majority_score``). arXiv:2406.04112
+    (limited-data GLUE) reports Δ only; this figure shows whether the scores behind a Δ cleared the
+    floor a constant answer sets.
+
+    Args:
+      runs: one dict per record: task, method ("lora" | "deep-lora"), seed, metric, value,
+        initial_value, learned.
+      floors: {task: majority-class score}; tasks without one (STS-B, or no data here) get no line.
+
+    Returns:
+      (figure, columns) with columns task, method, seed, value, learned; an empty figure that says so
+      without runs.
+    """
+    cols: dict[str, list] = {"task": [], "method": [], "seed": [], "value": [], "learned": []}
+    tasks = sorted({r["task"] for r in runs})
+    if not tasks:
+        fig, ax = plt.subplots(figsize=(5.2, 3.6))
+        ax.text(0.5, 0.5, "no GLUE records yet", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])
+        _stamp(fig, stamp)
+        fig.tight_layout()
+        return fig, cols
+    methods = ("lora", "deep-lora")
+    fig, axes = plt.subplots(1, len(tasks), figsize=(max(2.4 * len(tasks), 6.4), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        mine = [r for r in runs if r["task"] == task and r["method"] in methods]
+        by_seed: dict[int, dict[str, dict]] = {}
+        for r in mine:
+            by_seed.setdefault(r["seed"], {})[r["method"]] = r
+        for seed, pair in sorted(by_seed.items()):
+            if len(pair) == 2:
+                ax.plot([0, 1], [pair["lora"]["value"], pair["deep-lora"]["value"]], color="0.75", lw=0.8, zorder=1)
+        for x, method in enumerate(methods):
+            style = METHOD_STYLE[method]
+            for r in sorted((r for r in mine if r["method"] == method), key=lambda r: r["seed"]):
+                ax.scatter(x, r["value"], s=22, zorder=3, color=style["color"] if r["learned"] else "none",
+                           edgecolors=style["color"])
+                for key, value in (("task", task), ("method", method), ("seed", r["seed"]),
+                                   ("value", float(r["value"])), ("learned", bool(r["learned"]))):
+                    cols[key].append(value)
+        ax.axhline(float(np.mean([r["initial_value"] for r in mine])), color="0.4", ls="--", lw=0.9,
+                   label="untrained (mean)")
+        if task in floors:
+            ax.axhline(floors[task], color="tab:red", ls=":", lw=1.2, label="always the majority class")
+        ax.set_xticks([0, 1], ["vanilla\nLoRA", "wide\nDeep LoRA"])
+        ax.set_xlim(-0.5, 1.5)
+        ax.set_title(task.upper(), fontsize=10)
+        ax.set_ylabel(f"validation {METRIC_NAME.get(mine[0]['metric'], mine[0]['metric'])}" if mine else "")
+    handles, labels = [], []
+    for ax in axes[0]:  # one legend for the figure, each line once
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if not all(cols["learned"]):
+        handles.append(plt.Line2D([], [], marker="o", ls="", mfc="none", mec="0.3"))
+        labels.append("did not learn")
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.03), ncol=len(labels), fontsize=7,
+               frameon=False)
+    _stamp(fig, stamp)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
+    return fig, cols
