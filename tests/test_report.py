@@ -297,3 +297,25 @@ def test_in_brief_of_the_committed_records_has_a_line_per_decided_claim():
     decided = [r for r in rows if r.verdict in ("reproduced", "not reproduced")]
     assert decided and len(text.splitlines()) == 1 + len(decided)
     assert all(f"- {r.claim}: **{r.verdict}**" in text for r in decided)
+
+
+def test_cli_report_shows_the_majority_floor_with_glue_data_and_refuses_a_broken_file(capsys, tmp_path, monkeypatch):
+    """With GLUE data at $COMPANION_DATA_DIR a task's row carries the floor; an unreadable file is
+    one line and exit 2, naming the variable to unset; without data the table is the records' alone."""
+    glue_records = ROOT / "reports" / "reference" / "glue"
+    shared = ROOT.parent / "shared" / "data" / "glue"
+    if not (shared / "MRPC" / "dev.tsv").is_file():
+        pytest.skip("no GLUE data beside the checkout")
+    monkeypatch.setenv("COMPANION_DATA_DIR", str(shared))
+    assert main(["report", str(glue_records)]) == 0
+    assert "always the majority class: 0.684" in capsys.readouterr().out
+    broken = tmp_path / "glue"
+    shutil.copytree(shared / "MRPC", broken / "MRPC")
+    (broken / "MRPC" / "dev.tsv").write_text("Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\nmaybe\t1\t2\ta\tb\n")
+    monkeypatch.setenv("COMPANION_DATA_DIR", str(broken))
+    assert main(["report", str(glue_records)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unset COMPANION_DATA_DIR" in err
+    monkeypatch.delenv("COMPANION_DATA_DIR")
+    assert main(["report", str(glue_records)]) == 0
+    assert "majority class" not in capsys.readouterr().out
