@@ -230,7 +230,7 @@ def glue_deltas(deltas: dict, paper: dict, stamp: str):
       deltas: ``statistics.paired_deltas`` output; paper: {task: Δ} (may miss tasks).
     """
     tasks = list(deltas["per_task"])
-    fig, ax = plt.subplots(figsize=(max(1.2 * len(tasks) + 2.5, 5.2), 3.6))
+    fig, ax = plt.subplots(figsize=(max(1.2 * len(tasks) + 2.5, 6.4), 3.6))  # the stamp line needs 6.4 in
     data_ = [deltas["per_task"][t]["deltas"] for t in tasks]
     pos = np.arange(1, len(tasks) + 1)
     if all(len(d) > 1 for d in data_):
