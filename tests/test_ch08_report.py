@@ -202,6 +202,6 @@ def test_glue_rows_show_each_methods_mean_over_learned_pairs_and_the_floor():
              and report.learned(by[("lora", s)]) and report.learned(by[("deep-lora", s)])]
     lora = np.mean([by[("lora", s)].result.value for s in seeds])
     deep = np.mean([by[("deep-lora", s)].result.value for s in seeds])
-    assert f"(mean matthews: vanilla LoRA {lora:.3f}, Deep LoRA {deep:.3f})" in bare.ours
+    assert f"(mean Matthews correlation: vanilla LoRA {lora:.3f}, Deep LoRA {deep:.3f})" in bare.ours
     assert floored.ours == bare.ours.replace(")", "; always the majority class: 0.000)")
     assert floored.verdict == bare.verdict and floored.values == bare.values

@@ -187,3 +187,9 @@ def test_compute_errors():
         compute(("accuracy", "mcc"), PRED, LABEL)
     with pytest.raises(ValueError, match=r"write \('accuracy',\)"):
         compute("accuracy", PRED, LABEL)
+
+
+def test_every_metric_has_a_name_for_sentences_and_axes():
+    from companion.adapt.metrics import METRICS, NAMES
+
+    assert set(NAMES) == set(METRICS) and NAMES["matthews"] == "Matthews correlation"

@@ -18,6 +18,7 @@ import numpy as np
 
 __all__ = [
     "METRICS",
+    "NAMES",
     "accuracy",
     "compute",
     "f1",
@@ -175,6 +176,10 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 # Name → function, the names used by ``GlueTask.metrics`` in ``companion.adapt.glue``.
+# How a sentence or an axis names each metric (the keys of METRICS are lower-case identifiers).
+NAMES: Mapping[str, str] = {"accuracy": "accuracy", "f1": "F1", "matthews": "Matthews correlation",
+                            "pearson": "Pearson correlation", "spearman": "Spearman correlation"}
+
 METRICS: Mapping[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": accuracy,
     "f1": f1,

@@ -31,6 +31,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from companion.adapt.metrics import NAMES as METRIC_NAMES
 from companion.book import reference, statistics
 from companion.book.chapters import ch07_glue as glue_chapter
 from companion.book.chapters import ch06_fewshot
@@ -201,7 +202,8 @@ def _glue_note(pairs: Sequence[tuple[Record, Record]], floor: float | None) -> s
         return ""
     lora, deep = (float(np.mean([p[i].result.value for p in learned_pairs])) for i in (0, 1))
     floor_text = "" if floor is None else f"; always the majority class: {floor:.3f}"
-    return f" (mean {learned_pairs[0][0].result.metric}: vanilla LoRA {lora:.3f}, Deep LoRA {deep:.3f}{floor_text})"
+    metric = learned_pairs[0][0].result.metric
+    return f" (mean {METRIC_NAMES.get(metric, metric)}: vanilla LoRA {lora:.3f}, Deep LoRA {deep:.3f}{floor_text})"
 
 
 def glue_floors(tasks: Iterable[str] | None = None, data_dir: str | Path | None = None) -> dict[str, float]:

@@ -7,6 +7,7 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
+from companion.adapt.metrics import NAMES as METRIC_NAMES
 from companion.book.plots import stamp_figure as _stamp
 from companion.book.plots.adapt import DEEP, VANILLA, VARIANT_STYLE, glue_deltas, rank_robustness
 
@@ -310,9 +311,6 @@ def glue_records(per_task: dict, paper: dict, stamp: str):
     return fig, {"task": [], "seed": [], "delta": []}
 
 
-METRIC_NAME = {"matthews": "Matthews correlation", "pearson": "Pearson correlation"}
-
-
 def glue_scores(runs: Sequence[dict], floors: dict, stamp: str):
     """Limited-data GLUE from the records, as scores rather than Δ: per task each seed's validation
     score of vanilla LoRA and wide Deep LoRA (a line joins one seed's two runs; hollow: the run did
@@ -364,7 +362,7 @@ def glue_scores(runs: Sequence[dict], floors: dict, stamp: str):
         ax.set_xticks([0, 1], ["vanilla\nLoRA", "wide\nDeep LoRA"])
         ax.set_xlim(-0.5, 1.5)
         ax.set_title(task.upper(), fontsize=10)
-        ax.set_ylabel(f"validation {METRIC_NAME.get(mine[0]['metric'], mine[0]['metric'])}" if mine else "")
+        ax.set_ylabel(f"validation {METRIC_NAMES.get(mine[0]['metric'], mine[0]['metric'])}" if mine else "")
     handles, labels = [], []
     for ax in axes[0]:  # one legend for the figure, each line once
         for h, lab in zip(*ax.get_legend_handles_labels()):
