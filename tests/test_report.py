@@ -319,3 +319,26 @@ def test_cli_report_shows_the_majority_floor_with_glue_data_and_refuses_a_broken
     monkeypatch.delenv("COMPANION_DATA_DIR")
     assert main(["report", str(glue_records)]) == 0
     assert "majority class" not in capsys.readouterr().out
+
+
+def test_glue_floors_are_taken_on_the_examples_the_runs_were_scored_on(monkeypatch):
+    """RTE drops 33 of its 277 validation pairs (over 128 tokens): its floor is the majority share
+    of the 244 kept (131 entailments), not of the split. Records that disagree on their examples,
+    or a folder without data, give no floor."""
+    shared = ROOT.parent / "shared" / "data" / "glue"
+    if not (shared / "RTE" / "dev.tsv").is_file():
+        pytest.skip("no GLUE data beside the checkout")
+    records = studies.find_records(ROOT / "reports" / "reference" / "glue")
+    mrpc = next(r for r in records if r.config.task == "mrpc")
+    rte = dataclasses.replace(mrpc, config=dataclasses.replace(mrpc.config, task="rte"),
+                              result=dataclasses.replace(mrpc.result, task="rte", n_validation=244))
+    floors = report.glue_floors([mrpc, rte], shared)
+    assert floors == {"mrpc": pytest.approx(279 / 408, abs=1e-15), "rte": pytest.approx(131 / 244, abs=1e-15)}
+    wrong_count = dataclasses.replace(rte, result=dataclasses.replace(rte.result, n_validation=277))
+    assert "rte" not in report.glue_floors([mrpc, wrong_count], shared)
+    shorter = dataclasses.replace(rte, config=dataclasses.replace(rte.config, max_seq_length=64), seed=9)
+    assert "rte" not in report.glue_floors([rte, shorter], shared)  # two settings: which examples?
+    unknown = dataclasses.replace(rte, config=dataclasses.replace(rte.config, model="no-such-model"))
+    assert report.glue_floors([unknown], shared) == {}  # its tokenizer is not here; nothing is downloaded
+    monkeypatch.delenv("COMPANION_DATA_DIR", raising=False)
+    assert report.glue_floors([mrpc, rte]) == {}

@@ -400,7 +400,7 @@ def _report(args: argparse.Namespace) -> None:
         records = studies.find_records(args.folder)
         # With GLUE data here ($COMPANION_DATA_DIR), each task's row also shows the score of always
         # answering the majority class; without it the table is the records' alone.
-        rows = report.claims(records, floors=report.glue_floors())
+        rows = report.claims(records, floors=report.glue_floors(records))
         linear = report.linear_comparison(args.folder)
     except studies.RecordError as e:
         raise UsageError(f"companion report: {e}") from None

@@ -206,29 +206,50 @@ def _glue_note(pairs: Sequence[tuple[Record, Record]], floor: float | None) -> s
     return f" (mean {METRIC_NAMES.get(metric, metric)}: vanilla LoRA {lora:.3f}, Deep LoRA {deep:.3f}{floor_text})"
 
 
-def glue_floors(tasks: Iterable[str] | None = None, data_dir: str | Path | None = None) -> dict[str, float]:
-    """The score of always answering the validation split's majority class, per classification task
-    whose data is here (``adapt.glue.majority_score``): the yardstick a GLUE score must clear.
+def glue_floors(records: Sequence[Record], data_dir: str | Path | None = None) -> dict[str, float]:
+    """The score of always answering the majority class, per GLUE classification task of the
+    records (``adapt.glue.majority_score``): the yardstick a GLUE score must clear.
+
+    It is taken on the validation examples the runs were scored on: those of at most
+    ``max_seq_length`` tokens under the records' tokenizer (arXiv:2406.04112 drops longer ones
+    rather than truncating; RTE loses 33 of its 277 pairs to it), the first ``eval_examples`` of
+    them when that was set. A task gets no floor unless its 1024-example records share one such
+    setting, its data and its backbone's tokenizer are here (nothing is downloaded), and the
+    examples kept number the records' ``n_validation``.
 
     Args:
-      tasks: the tasks wanted (default: every task of ``ch07_glue.PAPER``).
+      records: study records; only the 1024-example GLUE ones are read.
       data_dir: the GLUE folder (default ``$COMPANION_DATA_DIR``); {} when none is set.
 
     Returns:
-      {task: score}; STS-B (a regression) and tasks without local data are left out.
+      {task: score}; STS-B (a regression) and tasks without a floor as above are left out.
     """
-    from companion.adapt import glue
+    from companion.adapt import batching, bert, glue
 
     try:
         here = set(glue.available_tasks(data_dir))
     except FileNotFoundError:  # no data folder set: the report reads records alone
         return {}
+    settings: dict[str, set] = {}
+    for r in records:
+        if r.config.samples == GLUE_SAMPLES and r.config.task in glue_chapter.PAPER:
+            settings.setdefault(r.config.task, set()).add(
+                (r.config.model, r.config.max_seq_length, r.config.eval_examples, r.result.n_validation))
     floors = {}
-    for task in (glue_chapter.PAPER if tasks is None else tasks):
-        if task in here:
-            floor = glue.majority_score(glue.load_split(task, "validation", data_dir))
-            if floor is not None:
-                floors[task] = floor
+    for task, kinds in sorted(settings.items()):
+        if task not in here or len(kinds) != 1:
+            continue
+        model, max_length, first, scored = next(iter(kinds))
+        try:
+            tokenizer = bert.load_tokenizer(model, online=False)
+        except FileNotFoundError:  # the records' backbone is not here (e.g. an online run's)
+            continue
+        kept, _ = batching.drop_long(glue.load_split(task, "validation", data_dir), tokenizer, max_length)
+        if first is not None:
+            kept = kept.select(range(min(first, len(kept))))
+        floor = glue.majority_score(kept) if len(kept) == scored else None
+        if floor is not None:
+            floors[task] = floor
     return floors
 
 

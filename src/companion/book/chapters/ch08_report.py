@@ -76,8 +76,9 @@ class Result:
         logged by ``companion recheck --log`` in any ``rechecks.jsonl`` under ``reports_dir``.
       glue_runs: the limited-data GLUE records (1024 examples), one dict each: task, method, seed,
         metric, value, initial_value, learned (``plots.report.glue_scores``).
-      glue_floors: {task: score of always answering the validation split's majority class} for the
-        classification tasks with records and data here (``report.glue_floors``).
+      glue_floors: {task: score of always answering the majority class of the validation examples
+        the runs were scored on} for the classification tasks with records and data here
+        (``report.glue_floors``).
     """
 
     config: Config
@@ -136,7 +137,7 @@ def run(cfg: Config) -> Result:
     offline = _offline_tasks()
     glue_stored = sorted((r for r in records if r.config.task in ch07_glue.PAPER and r.config.samples == report.GLUE_SAMPLES),
                          key=lambda r: (r.config.task, r.config.method, r.seed))
-    floors = report.glue_floors(sorted({r.config.task for r in glue_stored})) if offline is not None else {}
+    floors = report.glue_floors(glue_stored) if offline is not None else {}
     rows = report.claims(records, missing=True, offline_tasks=offline, floors=floors)
     chapter_rows, absent = report.chapter_claims(cfg.results_dir, cfg.profile, CHAPTER_NOTEBOOKS)
     stored = Path(cfg.reports_dir) / "reference" / reference.CHAPTERS_FOLDER

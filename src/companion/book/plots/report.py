@@ -315,7 +315,7 @@ def glue_scores(runs: Sequence[dict], floors: dict, stamp: str):
     """Limited-data GLUE from the records, as scores rather than Δ: per task each seed's validation
     score of vanilla LoRA and wide Deep LoRA (a line joins one seed's two runs; hollow: the run did
     not learn), beside the untrained model's mean score and the score of always answering the
-    validation split's majority class (``adapt.glue.majority_score``). arXiv:2406.04112
+    scored validation examples' majority class (``report.glue_floors``). arXiv:2406.04112
     (limited-data GLUE) reports Δ only; this figure shows whether the scores behind a Δ cleared the
     floor a constant answer sets.
 
