@@ -196,7 +196,7 @@ def _glue_note(pairs: Sequence[tuple[Record, Record]], floor: float | None) -> s
     """Each method's mean score over the pairs that learned, and the constant answer's score.
 
     The two means show where Δ sits: on MRPC both methods end within two points of always
-    answering "paraphrase" (0.684), which no Δ between them can show the paper's gap beside."""
+    answering "paraphrase" (0.684), which the Δ alone does not show."""
     learned_pairs = [p for p in pairs if learned(p[0]) and learned(p[1])]
     if not learned_pairs:
         return ""
